@@ -1,0 +1,135 @@
+"""The results contract: Arrow schemas of the `trials` and `utterances` tables and their version."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# Trial statuses: `ok` measured; `failed` raised (error holds type, message, traceback tail);
+# `unsupported` the library cannot run the scheme on the device (error holds the reason);
+# `no_capacity` no live node of the targeted class within the wait.
+STATUSES = ("ok", "failed", "unsupported", "no_capacity")
+
+TRIALS = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("sweep", pa.string()),
+        ("trial_id", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("error_type", pa.string()),
+        ("run_id", pa.string()),  # one execution of the trial; utterance rows carry the same run_id
+        ("config", pa.string()),  # canonical JSON of the trial's config: what the id hashes
+        # what was run
+        ("model", pa.string()),
+        ("model_source", pa.string()),
+        ("family", pa.string()),
+        ("quantization", pa.string()),  # the quantization's label, e.g. "hqq-w4-g64"
+        ("library", pa.string()),
+        ("scheme", pa.string()),
+        ("weight_bits", pa.int32()),
+        ("act_bits", pa.int32()),
+        ("granularity", pa.string()),
+        ("group_size", pa.int32()),
+        ("dynamic", pa.bool_()),
+        ("compute_dtype", pa.string()),
+        ("quantized_modules", pa.int32()),
+        ("quantized_params", pa.int64()),
+        ("total_params", pa.int64()),
+        ("quantized_param_share", pa.float64()),
+        ("calibration_dataset", pa.string()),
+        ("calibration_utterances", pa.int32()),
+        ("dataset", pa.string()),
+        ("language", pa.string()),
+        ("normalizer", pa.string()),
+        # accuracy
+        ("n_utterances", pa.int32()),
+        ("n_utterance_errors", pa.int32()),
+        ("audio_seconds", pa.float64()),
+        ("ref_words", pa.int64()),
+        ("word_errors", pa.int64()),
+        ("wer", pa.float64()),
+        ("cer", pa.float64()),
+        # speed (seconds; rtf = compute seconds / audio seconds)
+        ("rtf", pa.float64()),
+        ("rtf_best", pa.float64()),
+        ("rtf_cv", pa.float64()),
+        ("rtfx", pa.float64()),
+        ("latency_p50_s", pa.float64()),
+        ("latency_p90_s", pa.float64()),
+        ("latency_best_s", pa.float64()),
+        ("features_s", pa.float64()),
+        ("encode_s", pa.float64()),
+        ("decode_s", pa.float64()),
+        ("load_s", pa.float64()),
+        ("model_reused", pa.bool_()),  # the worker had the model in memory already (load_s is its first load)
+        ("quantize_s", pa.float64()),
+        ("calibrate_s", pa.float64()),
+        ("eval_s", pa.float64()),
+        ("compute_s", pa.float64()),
+        ("timing_repeats", pa.int32()),
+        ("warmup_utterances", pa.int32()),
+        ("batch_size", pa.int32()),
+        ("num_beams", pa.int32()),
+        ("threads", pa.int32()),
+        ("cores", pa.string()),
+        ("timing_exclusive", pa.bool_()),
+        ("batch_changed_transcripts", pa.int32()),  # utterances whose text at batch_size differs from batch 1
+        # size and memory (bytes)
+        ("model_size_bytes", pa.int64()),
+        ("baseline_size_bytes", pa.int64()),
+        ("size_reduction", pa.float64()),
+        ("peak_mem_bytes", pa.int64()),
+        ("peak_mem_kind", pa.string()),
+        # where it ran
+        ("hw_class", pa.string()),
+        ("hw_chip", pa.string()),
+        ("hw_simulated", pa.bool_()),
+        ("isa_flags", pa.string()),
+        ("device", pa.string()),
+        ("host", pa.string()),
+        ("node_id", pa.string()),
+        ("versions", pa.string()),  # JSON {package: version or "missing"}
+        ("attempt", pa.int32()),
+        ("log", pa.string()),  # warnings and library log lines caught during the trial
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("timed_started_at", pa.timestamp("us", tz="UTC")),
+        ("timed_finished_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+UTTERANCES = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("sweep", pa.string()),
+        ("trial_id", pa.string()),
+        ("run_id", pa.string()),
+        ("utt_id", pa.string()),
+        ("duration_s", pa.float64()),
+        ("reference", pa.string()),
+        ("hypothesis", pa.string()),  # raw model text; normalised only when scoring
+        ("normalizer", pa.string()),
+        ("substitutions", pa.int32()),
+        ("deletions", pa.int32()),
+        ("insertions", pa.int32()),
+        ("ref_words", pa.int32()),
+        ("ref_chars", pa.int32()),
+        ("char_errors", pa.int32()),
+        ("seconds", pa.float64()),  # compute seconds of this utterance's batch share in the timed pass
+        ("error", pa.string()),
+    ]
+)
+
+TABLES = {"trials": TRIALS, "utterances": UTTERANCES}
+
+
+def table_from_rows(table: str, rows: list[dict]) -> pa.Table:
+    """Rows as dicts -> an Arrow table of `table`'s schema; missing columns are null, unknown ones an error."""
+    schema = TABLES[table]
+    unknown = {key for row in rows for key in row} - set(schema.names)
+    if unknown:
+        raise KeyError(f"{table}: columns not in the schema: {sorted(unknown)}")
+    defaults = {"schema_version": SCHEMA_VERSION}
+    columns = {name: [row.get(name, defaults.get(name)) for row in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)

