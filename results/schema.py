@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# Version 2 added `latency_cv`. Readers take every older version: columns a file lacks read as null
+# (DuckDB union_by_name, pyarrow dataset schemas), so a v1 row is a v2 row without latency spread.
+SCHEMA_VERSION = 2
 
 # Trial statuses: `ok` measured; `failed` raised (error holds type, message, traceback tail);
 # `unsupported` the library cannot run the scheme on the device (error holds the reason);
@@ -58,6 +60,7 @@ TRIALS = pa.schema(
         ("latency_p50_s", pa.float64()),
         ("latency_p90_s", pa.float64()),
         ("latency_best_s", pa.float64()),
+        ("latency_cv", pa.float64()),  # v2: CV over timing repeats of the pass's median utterance latency
         ("features_s", pa.float64()),
         ("encode_s", pa.float64()),
         ("decode_s", pa.float64()),
@@ -121,7 +124,77 @@ UTTERANCES = pa.schema(
     ]
 )
 
-TABLES = {"trials": TRIALS, "utterances": UTTERANCES}
+# Re-scoring (`quantsweep rescore`): per-utterance counts and per-run totals under a scoring version.
+# The scoring a run got while it ran has the version of its `normalizer` column and lives in the
+# trials/utterances tables themselves; these tables only hold later re-scorings.
+SCORES = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("sweep", pa.string()),
+        ("scoring", pa.string()),  # "<normalizer version>@<UTC time>", e.g. "basic@20260101T120000Z"
+        ("normalizer", pa.string()),
+        ("scored_at", pa.timestamp("us", tz="UTC")),
+        ("trial_id", pa.string()),
+        ("run_id", pa.string()),
+        ("utt_id", pa.string()),
+        ("substitutions", pa.int32()),
+        ("deletions", pa.int32()),
+        ("insertions", pa.int32()),
+        ("ref_words", pa.int32()),
+        ("ref_chars", pa.int32()),
+        ("char_errors", pa.int32()),
+    ]
+)
+
+RUN_SCORES = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("sweep", pa.string()),
+        ("scoring", pa.string()),
+        ("normalizer", pa.string()),
+        ("scored_at", pa.timestamp("us", tz="UTC")),
+        ("trial_id", pa.string()),
+        ("run_id", pa.string()),
+        ("ref_words", pa.int64()),
+        ("word_errors", pa.int64()),
+        ("wer", pa.float64()),
+        ("cer", pa.float64()),
+    ]
+)
+
+# Cached bootstrap statistics of one run under one scoring against its baseline run (results/statcache.py).
+STATS = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("sweep", pa.string()),
+        ("run_id", pa.string()),
+        ("scoring", pa.string()),
+        ("baseline_run_id", pa.string()),  # "" when the run has no baseline (then only the WER CI is set)
+        ("baseline_scoring", pa.string()),
+        ("resamples", pa.int32()),
+        ("seed", pa.int64()),
+        ("n_utterances", pa.int32()),
+        ("n_paired", pa.int32()),
+        ("wer_ci_low", pa.float64()),
+        ("wer_ci_high", pa.float64()),
+        ("delta_wer_ci_low", pa.float64()),
+        ("delta_wer_ci_high", pa.float64()),
+        ("delta_wer_p", pa.float64()),
+        ("qoi", pa.float64()),
+        ("identical_rate", pa.float64()),
+    ]
+)
+
+TABLES = {"trials": TRIALS, "utterances": UTTERANCES, "scores": SCORES, "run_scores": RUN_SCORES, "stats": STATS}
+
+# What makes a row unique in each table: compaction keeps one row per key, views dedupe on it.
+KEYS = {
+    "trials": ("trial_id", "run_id"),
+    "utterances": ("trial_id", "run_id", "utt_id"),
+    "scores": ("scoring", "run_id", "utt_id"),
+    "run_scores": ("scoring", "run_id"),
+    "stats": ("run_id", "scoring", "baseline_run_id", "baseline_scoring", "resamples", "seed"),
+}
 
 
 def table_from_rows(table: str, rows: list[dict]) -> pa.Table:

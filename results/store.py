@@ -1,22 +1,89 @@
 """Store room: atomic Parquet writes, the results directory's layout, and reading what is done."""
 from __future__ import annotations
 
+import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from results.schema import TABLES, table_from_rows
+from results.schema import KEYS, TABLES, table_from_rows
 
 # Layout (Hive partitions, so DuckDB prunes by table and sweep):
 #   <root>/table=trials/sweep=<sweep>/<trial_id>.parquet
 #   <root>/table=utterances/sweep=<sweep>/<trial_id>.parquet
+#   <root>/table=scores/sweep=<sweep>/<scoring>.parquet       (re-scorings, per utterance)
+#   <root>/table=run_scores/sweep=<sweep>/<scoring>.parquet   (re-scorings, per run)
+#   <root>/table=stats/sweep=<sweep>/stats-<uuid>.parquet     (cached bootstrap statistics)
 # One file per trial and table, replaced atomically on re-run; `compact` merges them into part-*.parquet.
+# Readers must tolerate the same row in a part file and a per-trial file (views and `finished` dedupe).
+PART_PREFIX = "part-"
+# Part files above this size are left alone: merging them again would only rewrite the same rows.
+SETTLED_PART_BYTES = 256 * 2**20
+# A per-trial file is renamed to this suffix before it is deleted, so a re-run landing meanwhile is seen.
+MERGING_SUFFIX = ".merging"
+READ_ATTEMPTS = 5
+
+
+@dataclass
+class Compaction:
+    """What one `compact` did: files merged into new part files, and files kept because they changed."""
+
+    merged_files: int = 0
+    part_files: int = 0
+    rows: int = 0
+    kept_changed: list[str] = field(default_factory=list)
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Which version of a file this is: a re-run's rename gives a new inode, size or mtime."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _set_aside(path: Path) -> Path:
+    """A name for content that must stay visible but cannot go back to its own name."""
+    return path.with_name(f"{path.name.split('.')[0]}.{uuid.uuid4().hex}.parquet")
+
+
+def _remove_if_unchanged(path: Path, merged: tuple[int, int, int]) -> bool:
+    """Delete `path` only if it is still the version that was merged; a re-run's newer file is never lost."""
+    if _identity(path) != merged:
+        return False
+    aside = path.with_name(f"{path.name}.{uuid.uuid4().hex}{MERGING_SUFFIX}")
+    try:
+        os.rename(path, aside)  # atomic: from here on a writer's rename creates a fresh `path`
+    except FileNotFoundError:
+        return False
+    if _identity(aside) == merged:
+        aside.unlink()
+        return True
+    # A re-run landed between the check and the rename: we moved unmerged content; put it back.
+    try:
+        os.link(aside, path)
+    except FileExistsError:  # an even newer run is at `path` already; keep this one visible too
+        os.rename(aside, _set_aside(path))
+        return False
+    aside.unlink()
+    return False
+
+
+def dedupe(table: pa.Table, name: str) -> pa.Table:
+    """One row per key of the table (the first seen): compaction must not multiply duplicated rows."""
+    keys = list(KEYS[name])
+    numbered = table.select(keys).append_column("__row", pa.array(np.arange(table.num_rows)))
+    first = numbered.group_by(keys, use_threads=False).aggregate([("__row", "min")]).column("__row_min")
+    return table.take(pc.sort_indices(first))
 
 
 @dataclass(frozen=True)
@@ -47,6 +114,14 @@ class Store:
         self._write(table_from_rows("utterances", utterances), self.table_dir("utterances", sweep), trial_id)
         self._write(table_from_rows("trials", [row]), self.table_dir("trials", sweep), trial_id)
 
+    def write_scores(self, sweep: str, scoring: str, utterance_scores: pa.Table, run_scores: pa.Table) -> None:
+        """A re-scoring of a sweep: per-utterance counts first, per-run totals last (their presence means done)."""
+        self._write(utterance_scores.cast(TABLES["scores"]), self.table_dir("scores", sweep), scoring)
+        self._write(run_scores.cast(TABLES["run_scores"]), self.table_dir("run_scores", sweep), scoring)
+
+    def write_stats(self, sweep: str, stats: pa.Table) -> None:
+        self._write(stats.cast(TABLES["stats"]), self.table_dir("stats", sweep), f"stats-{uuid.uuid4().hex}")
+
     def _write(self, table: pa.Table, directory: str, name: str) -> None:
         fs, _ = self.fs_and_path
         fs.create_dir(directory, recursive=True)
@@ -64,12 +139,61 @@ class Store:
         schema = TABLES[table]
         if info.type == pafs.FileType.NotFound:
             return schema.empty_table().select(columns) if columns else schema.empty_table()
-        selector = pafs.FileSelector(directory, recursive=True)
-        files = [f.path for f in fs.get_file_info(selector) if f.path.endswith(".parquet")]
-        dataset = ds.dataset(files, schema=schema, filesystem=fs, format="parquet")
-        return dataset.to_table(columns=columns)
+        for attempt in range(READ_ATTEMPTS):
+            selector = pafs.FileSelector(directory, recursive=True)
+            files = [f.path for f in fs.get_file_info(selector) if f.path.endswith(".parquet")]
+            try:
+                dataset = ds.dataset(files, schema=schema, filesystem=fs, format="parquet")
+                return dataset.to_table(columns=columns)
+            except FileNotFoundError:  # compaction merged and removed a file after we listed it: list again
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def finished(self, sweep: str) -> dict[str, str]:
         """trial_id -> status of the latest run of every trial recorded for the sweep."""
         table = self.read("trials", sweep, ["trial_id", "status", "finished_at"]).sort_by("finished_at")
         return dict(zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist()))
+
+    def compact(self) -> Compaction:
+        """Merge each table's per-trial files (and small part files) of each sweep into one part file.
+
+        Atomic and idempotent: the part file is written under a temporary name and renamed; a merged
+        file is deleted only if it is still the version that was read (a re-run may replace it meanwhile,
+        and then it stays). Safe while a sweep writes: readers may see a row twice, never miss one.
+        """
+        root = self.local_path
+        if root is None:
+            raise ValueError(f"{self.root}: compaction works on local results directories")
+        report = Compaction()
+        for table in TABLES:
+            for sweep_dir in sorted((root / f"table={table}").glob("sweep=*")):
+                self._compact_sweep(table, sweep_dir, report)
+        return report
+
+    def _compact_sweep(self, table: str, directory: Path, report: Compaction) -> None:
+        for leftover in directory.glob(f"*{MERGING_SUFFIX}"):  # a compaction that died mid-delete
+            os.rename(leftover, _set_aside(leftover))
+        candidates = [p for p in sorted(directory.glob("*.parquet"))
+                      if not p.name.startswith(PART_PREFIX) or p.stat().st_size < SETTLED_PART_BYTES]
+        if not any(not p.name.startswith(PART_PREFIX) for p in candidates) and len(candidates) <= 1:
+            return  # already compact
+        # Identity before reading: if a file changes after this, the delete check sees it and keeps it.
+        merged = {p: ident for p in candidates if (ident := _identity(p)) is not None}
+        rows = self._read_files(table, list(merged))
+        self._write(dedupe(rows, table), str(directory), f"{PART_PREFIX}{uuid.uuid4().hex}")
+        report.part_files += 1
+        report.rows += rows.num_rows
+        for path, ident in merged.items():
+            if _remove_if_unchanged(path, ident):
+                report.merged_files += 1
+            elif path.exists():
+                report.kept_changed.append(str(path))
+
+    def _read_files(self, table: str, paths: list[Path]) -> pa.Table:
+        """Rows of these files in the current schema; a file gone meanwhile (another compactor) is skipped."""
+        while True:
+            try:
+                return ds.dataset([str(p) for p in paths], schema=TABLES[table], format="parquet").to_table()
+            except FileNotFoundError:
+                paths = [p for p in paths if p.exists()]

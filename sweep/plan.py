@@ -90,7 +90,7 @@ def expand(spec: Spec, local_class: str, present: list[str] | None = None, sourc
         models, enumerate(spec.quantization), datasets, targets
     ):
         values = {"model": model.name, "quantization": quant.label(), "library": quant.library,
-                  "scheme": quant.scheme(), "dataset": dataset.name, "hardware": target}
+                  "scheme": quant.describe().scheme, "dataset": dataset.name, "hardware": target}
         if _excluded(spec, values):
             excluded += 1
             continue

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workers.datasets import DatasetConfig
 from workers.device import HW_CLASSES
@@ -64,7 +64,10 @@ class Spec(Strict):
     calibration: list[DatasetConfig] = Field(
         default_factory=list, description="datasets static schemes may calibrate on (never the evaluation audio)"
     )
-    hardware: list[str] = Field(default_factory=lambda: ["local"], min_length=1)
+    hardware: list[Annotated[str, AfterValidator(_hardware_target)]] = Field(
+        default_factory=lambda: ["local"], min_length=1,
+        description="targets: local, all, a class (cuda, apple, x86-cpu, arm-cpu) or chip:<pattern>",
+    )
     eval: EvalConfig = Field(default_factory=EvalConfig)
     exclude: list[Exclusion] = Field(default_factory=list)
 
@@ -78,11 +81,6 @@ class Spec(Strict):
                 for v in value
             ]
         return value
-
-    @field_validator("hardware")
-    @classmethod
-    def _hardware(cls, value: list[str]) -> list[str]:
-        return [_hardware_target(v) for v in value]
 
     @model_validator(mode="after")
     def _unique_names(self) -> Spec:

@@ -124,7 +124,9 @@ def log_mel(converted: Converted, clips: list[Clip]) -> np.ndarray:
 
 
 def ctranslate2_greedy(converted: Converted, features: np.ndarray) -> list[list[int]]:
-    whisper = ctranslate2.models.Whisper(str(converted.ct2_dir), device="cpu", compute_type="float32")
+    whisper = ctranslate2.models.Whisper(
+        str(converted.ct2_dir), device="cpu", compute_type="float32", intra_threads=torch.get_num_threads()
+    )
     results = whisper.generate(
         ctranslate2.StorageView.from_array(features), [converted.prompt()] * len(features), beam_size=1
     )
@@ -138,11 +140,12 @@ def transformers_greedy(converted: Converted, features: np.ndarray) -> list[list
     return sequences.tolist()
 
 
-@pytest.mark.parametrize("model_name", ["whisper-tiny.en", "whisper-base"])
+@pytest.mark.parametrize("fixture_name", ["tiny_en", "base"])
 def test_converted_model_decodes_the_same_tokens_as_ctranslate2(
-    model_name: str, request: pytest.FixtureRequest, speech_clips: list[Clip]
+    fixture_name: str, request: pytest.FixtureRequest, speech_clips: list[Clip]
 ) -> None:
-    converted: Converted = request.getfixturevalue({"whisper-tiny.en": "tiny_en", "whisper-base": "base"}[model_name])
+    converted: Converted = request.getfixturevalue(fixture_name)
+    model_name = converted.name
     features = log_mel(converted, speech_clips)  # once, shared by both engines
     assert features.shape[1:] == (converted.model.config.num_mel_bins, 3000)
     end_of_text = converted.model.generation_config.eos_token_id
@@ -187,7 +190,7 @@ def test_converted_directory_is_complete(tiny_en: Converted, base: Converted) ->
         assert len(converted.processor.tokenizer) == converted.model.config.vocab_size  # timestamps included
         assert converted.processor.feature_extractor.feature_size == converted.model.config.num_mel_bins == 80
         assert generation.max_length == 448 and generation.suppress_tokens and generation.alignment_heads
-        assert converted.model.proj_out.weight.data_ptr() == converted.model.model.decoder.embed_tokens.weight.data_ptr()
+        assert converted.model.proj_out.weight is converted.model.get_input_embeddings().weight  # tied
     assert base.model.generation_config.lang_to_id["<|en|>"] == 50259
     assert base.model.generation_config.task_to_id == {"translate": 50358, "transcribe": 50359}
     assert tiny_en.model.generation_config.no_timestamps_token_id == 50362

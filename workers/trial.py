@@ -41,12 +41,11 @@ class Trial:
     def describe(self) -> dict[str, Any]:
         """The trials-table columns that say what was run (known before it runs)."""
         q = self.quantization
+        described = q.describe()
         return {
             "sweep": self.sweep, "trial_id": self.trial_id, "config": self.config,
             "model": self.model.name, "model_source": self.model.source, "family": self.model.family,
-            "quantization": q.label(), "library": q.library, "scheme": q.scheme(),
-            "weight_bits": q.weight_bits(), "act_bits": q.act_bits(), "granularity": q.granularity(),
-            "group_size": q.group_size(), "dynamic": q.dynamic(), "compute_dtype": q.compute_dtype(),
+            "quantization": q.label(), "library": q.library, **described.__dict__,
             "calibration_dataset": self.calibration.name if self.calibration else None,
             "calibration_utterances": self.calibration.max_utterances if self.calibration else None,
             "dataset": self.dataset.name, "language": self.dataset.language,

@@ -61,10 +61,9 @@ def transformers_dir(config: ModelConfig) -> str:
     """The transformers directory or hub id for a model source, converting CTranslate2 weights once."""
     kind = config.source_kind
     if kind == "packaged":
-        from workers.models.ctranslate2 import cached_conversion
-        from workers.models.packaged import packaged_ct2_dir
+        from workers.models.packaged import packaged_model_dir
 
-        return str(cached_conversion(packaged_ct2_dir(config.packaged, cache_root()), cache_root()))
+        return str(packaged_model_dir(config.packaged, cache_root()))
     if kind == "ctranslate2":
         from workers.models.ctranslate2 import cached_conversion
 

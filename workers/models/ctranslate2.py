@@ -11,14 +11,17 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizerFast
+
 log = logging.getLogger(__name__)
 
 MODEL_BIN = "model.bin"
-MAX_TARGET_POSITIONS = 448  # Whisper's decoder context; CTranslate2 stores it as the decoder position table
 TIMESTAMP_COUNT = 1501  # <|0.00|> .. <|30.00|> in steps of 0.02 s
 
 # CTranslate2's dtype codes. bfloat16 has no numpy type: it is widened to float32 on reading.
@@ -124,6 +127,7 @@ def join_parts(parts: list[Path], out: Path) -> Path:
         except BaseException:
             Path(joined.name).unlink(missing_ok=True)
             raise
+    os.chmod(joined.name, 0o644)  # NamedTemporaryFile is private; a joined model.bin is shared
     os.replace(joined.name, out)
     return out
 
@@ -149,7 +153,7 @@ class WhisperDims:
 
     @property
     def is_multilingual(self) -> bool:
-        # English-only checkpoints have one token fewer (no <|nocaptions|> shift): 51864 vs 51865 and up.
+        # 51864 English-only; 51865 multilingual (51866 for large-v3, which adds <|yue|>).
         return self.vocab_size >= 51865
 
     @property
@@ -180,7 +184,7 @@ def whisper_dims(weights: dict[str, np.ndarray]) -> WhisperDims:
     )
 
 
-def whisper_config(dims: WhisperDims):
+def whisper_config(dims: WhisperDims) -> WhisperConfig:
     """transformers' WhisperConfig for these dimensions (generation settings live in the generation config)."""
     from transformers import WhisperConfig
 
@@ -213,7 +217,8 @@ def whisper_config(dims: WhisperDims):
 
 
 def _as_tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    # Always a copy: the arrays are read-only views of model.bin's bytes, and these become the parameters.
+    return torch.from_numpy(np.array(array, dtype=np.float32, order="C"))
 
 
 class _StateDictBuilder:
@@ -282,21 +287,25 @@ def transformers_state_dict(weights: dict[str, np.ndarray], dims: WhisperDims) -
     return build.state
 
 
-def build_model(weights: dict[str, np.ndarray]):
+def build_model(weights: dict[str, np.ndarray]) -> WhisperForConditionalGeneration:
     """A float32 WhisperForConditionalGeneration holding exactly the CTranslate2 weights."""
     from transformers import WhisperForConditionalGeneration
 
     dims = whisper_dims(weights)
-    model = WhisperForConditionalGeneration(whisper_config(dims)).eval()
-    result = model.load_state_dict(transformers_state_dict(weights, dims), strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    # Built on the meta device: random initialisation of weights about to be replaced costs seconds.
+    with torch.device("meta"):
+        model = WhisperForConditionalGeneration(whisper_config(dims))
+    result = model.load_state_dict(transformers_state_dict(weights, dims), strict=False, assign=True)
+    unfilled = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
+    if result.missing_keys or result.unexpected_keys or unfilled:
         raise ValueError(
-            "CTranslate2 -> transformers Whisper mapping is incomplete: "
-            f"parameters not filled: {result.missing_keys}; names with no parameter: {result.unexpected_keys}"
+            "CTranslate2 -> transformers Whisper mapping is incomplete: parameters not filled: "
+            f"{sorted(set(result.missing_keys) | set(unfilled))}; names with no parameter: {result.unexpected_keys}"
         )
-    if model.proj_out.weight.data_ptr() != model.model.decoder.embed_tokens.weight.data_ptr():
+    model.tie_weights()  # assign=True made proj_out its own Parameter; make it the embeddings' again
+    if model.proj_out.weight is not model.model.decoder.embed_tokens.weight:
         raise ValueError("proj_out is not tied to the decoder's token embeddings after loading")
-    return model
+    return model.eval()
 
 
 # --- tokenizer, generation config, feature extractor ------------------------------------------------------
@@ -308,7 +317,7 @@ def _added_tokens(tokenizer_json: Path) -> dict[str, int]:
     return {token["content"]: token["id"] for token in added}
 
 
-def build_tokenizer(tokenizer_json: Path, dims: WhisperDims):
+def build_tokenizer(tokenizer_json: Path, dims: WhisperDims) -> WhisperTokenizerFast:
     """WhisperTokenizerFast from the package's tokenizer.json, special tokens declared as the hub's are.
 
     The packages' tokenizer.json lack the timestamp tokens and name no special tokens beyond end-of-text;
@@ -345,7 +354,9 @@ def build_tokenizer(tokenizer_json: Path, dims: WhisperDims):
     return tokenizer
 
 
-def build_generation_config(model_config, ct2_config: dict, added_tokens: dict[str, int], dims: WhisperDims):
+def build_generation_config(
+    model_config: WhisperConfig, ct2_config: dict, added_tokens: dict[str, int], dims: WhisperDims
+) -> GenerationConfig:
     """Whisper's generation config: prompt tokens, suppression lists, languages and tasks."""
     from transformers import GenerationConfig
 
@@ -407,6 +418,7 @@ def convert_ctranslate2(ct2_dir: Path, out_dir: Path) -> Path:
     try:
         log.info("converting CTranslate2 Whisper %s -> %s", ct2_dir, out_dir)
         _write_transformers_dir(ct2_dir, staging)
+        staging.chmod(0o755)  # mkdtemp made it private; the cache is read by every worker on the node
         os.rename(staging, out_dir)  # fails if another process finished first: theirs stands
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

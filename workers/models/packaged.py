@@ -92,6 +92,7 @@ def _assemble(files_dir: Path, parts: list[Path], target: Path) -> Path:
             if source.is_file() and not source.name.startswith(MODEL_BIN):
                 shutil.copy2(source, staging / source.name)
         join_parts(parts, staging / MODEL_BIN)
+        staging.chmod(0o755)  # mkdtemp made it private; the cache is read by every worker on the node
         os.rename(staging, target)  # fails if another process finished first: theirs stands
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -38,33 +38,28 @@ class QuantConfig(BaseModel):
     name: str | None = Field(None, description="label in tables; derived from the knobs when omitted")
     modules: Modules = Field(default_factory=Modules)
 
-    # Descriptive columns of the trials table; libraries override what applies.
-    def scheme(self) -> str:
+    def describe(self) -> Description:
+        """The trials table's descriptive columns for this configuration."""
         raise NotImplementedError
-
-    def weight_bits(self) -> int | None:
-        return None
-
-    def act_bits(self) -> int | None:
-        return None
-
-    def granularity(self) -> str | None:
-        return None
-
-    def group_size(self) -> int | None:
-        return None
-
-    def dynamic(self) -> bool | None:
-        return None
-
-    def compute_dtype(self) -> str:
-        return "float32"
 
     def needs_calibration(self) -> bool:
         return False
 
     def label(self) -> str:
-        return self.name or f"{self.library}-{self.scheme()}"
+        return self.name or f"{self.library}-{self.describe().scheme}"
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a quantization is, in the trials table's words (None where a column does not apply)."""
+
+    scheme: str
+    weight_bits: int | None = None
+    act_bits: int | None = None  # 32/16 when activations stay in float
+    granularity: str | None = None  # per-tensor, per-channel, per-group, per-block
+    group_size: int | None = None
+    dynamic: bool | None = None  # activation scales at run time (True) or from calibration (False)
+    compute_dtype: str = "float32"
 
 
 @dataclass

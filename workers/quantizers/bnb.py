@@ -4,22 +4,19 @@ from __future__ import annotations
 import logging
 from typing import ClassVar, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
 from workers.device import Device
-from workers.quantizers.base import Calibrate, QuantConfig, QuantizedModel, Quantizer, replace_linears
-from workers.quantizers.none import BITS, DTYPES
+from workers.quantizers.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, replace_linears
+from workers.quantizers.none import BITS, DTYPES, dtype_name
 
-FOUR_BIT_ONLY = ("blocksize", "double_quant", "compute")
+FOUR_BIT_ONLY = ("blocksize", "double_quant", "compute_dtype")
 
 
 class BnbConfig(QuantConfig):
-    # `compute_dtype` is also a descriptive method, so the field is stored as `compute`.
-    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
-
     library: Literal["bnb"] = "bnb"
-    scheme_name: Literal["int8", "nf4", "fp4"] = Field(
+    scheme: Literal["int8", "nf4", "fp4"] = Field(
         "nf4",
         description="int8: LLM.int8 (int8 row-wise weights and activations, outlier columns in float16); "
         "nf4 / fp4: 4-bit blockwise weights with the NormalFloat or FP4 code",
@@ -30,49 +27,35 @@ class BnbConfig(QuantConfig):
     blocksize: Literal[32, 64, 128, 256, 512, 1024, 2048, 4096] = Field(
         64, description="nf4/fp4 only: weights per absmax scale, a power of two from 32 to 4096"
     )
-    double_quant: bool = Field(False, description="nf4/fp4 only: quantize the absmax scales again (8-bit, blocks of 256)")
-    compute: Literal["fp32", "fp16", "bf16"] = Field(
-        "fp32", alias="compute_dtype", description="nf4/fp4 only: dtype the matmul runs in: fp32, fp16 or bf16"
+    double_quant: bool = Field(
+        False, description="nf4/fp4 only: quantize the absmax scales again (8-bit, blocks of 256)"
+    )
+    compute_dtype: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="nf4/fp4 only: dtype the matmul runs in: fp32, fp16 or bf16"
     )
 
     @model_validator(mode="after")
     def _knobs_match_scheme(self) -> BnbConfig:
-        if self.scheme_name == "int8":
-            fields = type(self).model_fields
-            misplaced = [fields[f].alias or f for f in FOUR_BIT_ONLY if f in self.model_fields_set]
+        if self.scheme == "int8":
+            misplaced = [f for f in FOUR_BIT_ONLY if f in self.model_fields_set]
             if misplaced:
                 raise ValueError(f"{', '.join(misplaced)}: only for nf4/fp4, not int8")
         elif "threshold" in self.model_fields_set:
-            raise ValueError(f"threshold: only for int8, not {self.scheme_name}")
+            raise ValueError(f"threshold: only for int8, not {self.scheme}")
         return self
 
-    def scheme(self) -> str:
-        return self.scheme_name
-
-    def weight_bits(self) -> int:
-        return 8 if self.scheme_name == "int8" else 4
-
-    def act_bits(self) -> int:
-        return 8 if self.scheme_name == "int8" else BITS[self.compute]
-
-    def granularity(self) -> str:
-        return "per-channel" if self.scheme_name == "int8" else "per-block"
-
-    def group_size(self) -> int | None:
-        return None if self.scheme_name == "int8" else self.blocksize
-
-    def dynamic(self) -> bool | None:
-        return True if self.scheme_name == "int8" else None
-
-    def compute_dtype(self) -> str:
-        # LLM.int8 casts its inputs to float16 whatever the model's dtype.
-        return "float16" if self.scheme_name == "int8" else str(DTYPES[self.compute]).removeprefix("torch.")
+    def describe(self) -> Description:
+        if self.scheme == "int8":
+            # LLM.int8 casts its inputs to float16 whatever the model's dtype.
+            return Description(self.scheme, 8, 8, "per-channel", dynamic=True, compute_dtype="float16")
+        return Description(self.scheme, 4, BITS[self.compute_dtype], "per-block", self.blocksize,
+                           compute_dtype=dtype_name(self.compute_dtype))
 
     def label(self) -> str:
         if self.name:
             return self.name
-        parts = ["bnb", self.scheme_name]
-        if self.scheme_name == "int8":
+        parts = ["bnb", self.scheme]
+        if self.scheme == "int8":
             if self.threshold != 6.0:
                 parts.append(f"t{self.threshold:g}")
         else:
@@ -80,8 +63,8 @@ class BnbConfig(QuantConfig):
                 parts.append(f"b{self.blocksize}")
             if self.double_quant:
                 parts.append("dq")
-            if self.compute != "fp32":
-                parts.append(self.compute)
+            if self.compute_dtype != "fp32":
+                parts.append(self.compute_dtype)
         return "-".join(parts)
 
 
@@ -90,6 +73,18 @@ class _DropFloat16CastNotice(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("MatMul8bitLt: inputs will be cast")
+
+
+def _import_bitsandbytes():
+    """On AVX512-BF16 CPUs bitsandbytes logs a WARNING at import when the optional `kernels` hub package is absent."""
+    log = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import bitsandbytes
+    finally:
+        log.setLevel(level)
+    return bitsandbytes
 
 
 def _silence_int8_cast_notice() -> None:
@@ -110,8 +105,7 @@ class BnbQuantizer(Quantizer):
         return None
 
     def quantize(self, model: nn.Module, device: Device, calibrate: Calibrate | None = None) -> QuantizedModel:
-        import bitsandbytes as bnb
-
+        bnb = _import_bitsandbytes()
         cfg = self.config
 
         def make_int8(name: str, layer: nn.Linear) -> nn.Module:
@@ -133,9 +127,9 @@ class BnbQuantizer(Quantizer):
                 layer.in_features,
                 layer.out_features,
                 bias=layer.bias is not None,
-                compute_dtype=DTYPES[cfg.compute],
+                compute_dtype=DTYPES[cfg.compute_dtype],
                 compress_statistics=cfg.double_quant,
-                quant_type=cfg.scheme_name,
+                quant_type=cfg.scheme,
                 device="meta",
             )
             # Params4bit quantizes on its first move to a device, wherever its data lives.
@@ -144,13 +138,13 @@ class BnbQuantizer(Quantizer):
                 requires_grad=False,
                 blocksize=cfg.blocksize,
                 compress_statistics=cfg.double_quant,
-                quant_type=cfg.scheme_name,
+                quant_type=cfg.scheme,
                 module=new,
             )
             new.bias = layer.bias
             return new.to(device.torch_device)
 
-        if cfg.scheme_name == "int8":
+        if cfg.scheme == "int8":
             _silence_int8_cast_notice()
             return replace_linears(model, cfg.modules, make_int8)
         return replace_linears(model, cfg.modules, make_4bit)

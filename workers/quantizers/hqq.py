@@ -3,65 +3,47 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch import nn
 
 from workers.device import Device
-from workers.quantizers.base import Calibrate, QuantConfig, QuantizedModel, Quantizer, replace_linears
-from workers.quantizers.none import BITS, DTYPES
+from workers.quantizers.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, replace_linears
+from workers.quantizers.none import BITS, DTYPES, dtype_name
 
 
 class HqqConfig(QuantConfig):
-    # `weight_bits`, `group_size` and `compute_dtype` are also descriptive methods, so the fields are
-    # stored under other names and read and written under the spec's names.
-    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
-
     library: Literal["hqq"] = "hqq"
     # hqq also accepts 5, 6 and 1.58 bits but stores them unpacked in 8 bits: no smaller than 8.
-    bits: Literal[1, 2, 3, 4, 8] = Field(4, alias="weight_bits", description="bits per weight: 1, 2, 3, 4 or 8")
-    group: int | None = Field(
+    weight_bits: Literal[1, 2, 3, 4, 8] = Field(4, description="bits per weight: 1, 2, 3, 4 or 8")
+    group_size: int | None = Field(
         64,
-        alias="group_size",
         description="weights per scale/zero pair, a multiple of 8; null means one group per output channel",
     )
     axis: Literal[0, 1] = Field(1, description="axis the groups run along: 1 (input features, default) or 0")
-    compute: Literal["fp32", "fp16", "bf16"] = Field(
-        "fp32", alias="compute_dtype", description="dtype of dequantized weights and the matmul: fp32, fp16 or bf16"
+    compute_dtype: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="dtype of dequantized weights and the matmul: fp32, fp16 or bf16"
     )
 
-    @field_validator("group")
+    @field_validator("group_size")
     @classmethod
     def _multiple_of_8(cls, group: int | None) -> int | None:
         if group is not None and (group <= 0 or group % 8):
             raise ValueError(f"must be a positive multiple of 8 (hqq's requirement) or null, got {group}")
         return group
 
-    def scheme(self) -> str:
-        return f"w{self.bits}"
-
-    def weight_bits(self) -> int:
-        return self.bits
-
-    def act_bits(self) -> int:
-        return BITS[self.compute]
-
-    def granularity(self) -> str:
-        return "per-channel" if self.group is None else "per-group"
-
-    def group_size(self) -> int | None:
-        return self.group
-
-    def compute_dtype(self) -> str:
-        return str(DTYPES[self.compute]).removeprefix("torch.")
+    def describe(self) -> Description:
+        granularity = "per-channel" if self.group_size is None else "per-group"
+        return Description(f"w{self.weight_bits}", self.weight_bits, BITS[self.compute_dtype], granularity,
+                           self.group_size, compute_dtype=dtype_name(self.compute_dtype))
 
     def label(self) -> str:
         if self.name:
             return self.name
-        parts = ["hqq", f"w{self.bits}", "pc" if self.group is None else f"g{self.group}"]
+        parts = ["hqq", f"w{self.weight_bits}", "pc" if self.group_size is None else f"g{self.group_size}"]
         if self.axis != 1:
             parts.append(f"ax{self.axis}")
-        if self.compute != "fp32":
-            parts.append(self.compute)
+        if self.compute_dtype != "fp32":
+            parts.append(self.compute_dtype)
         return "-".join(parts)
 
 
@@ -81,8 +63,8 @@ class HqqQuantizer(Quantizer):
         # The backend is a class-wide switch in hqq; pin the portable one so an earlier import
         # elsewhere in the process cannot leave it on a CUDA-only path.
         HQQLinear.set_backend(HQQBackend.PYTORCH)
-        quant_config = BaseQuantizeConfig(nbits=self.config.bits, group_size=self.config.group, axis=self.config.axis)
-        compute_dtype = DTYPES[self.config.compute]
+        quant_config = BaseQuantizeConfig(nbits=self.config.weight_bits, group_size=self.config.group_size, axis=self.config.axis)
+        compute_dtype = DTYPES[self.config.compute_dtype]
 
         def make(name: str, layer: nn.Linear) -> nn.Module:
             return HQQLinear(layer, quant_config, compute_dtype=compute_dtype, device=device.torch_device)

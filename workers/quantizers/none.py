@@ -6,27 +6,24 @@ from typing import ClassVar, Literal
 import torch
 
 from workers.device import Device
-from workers.quantizers.base import Calibrate, QuantConfig, QuantizedModel, Quantizer, count_params
+from workers.quantizers.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, count_params
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BITS = {"fp32": 32, "fp16": 16, "bf16": 16}
+
+
+def dtype_name(short: str) -> str:
+    """fp16 -> float16: the spec says the short name, the trials table torch's."""
+    return str(DTYPES[short]).removeprefix("torch.")
 
 
 class NoneConfig(QuantConfig):
     library: Literal["none"] = "none"
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
 
-    def scheme(self) -> str:
-        return self.dtype
-
-    def weight_bits(self) -> int:
-        return BITS[self.dtype]
-
-    def act_bits(self) -> int:
-        return BITS[self.dtype]
-
-    def compute_dtype(self) -> str:
-        return str(DTYPES[self.dtype]).removeprefix("torch.")
+    def describe(self) -> Description:
+        bits = BITS[self.dtype]
+        return Description(self.dtype, bits, bits, compute_dtype=dtype_name(self.dtype))
 
     def label(self) -> str:
         return self.name or self.dtype

@@ -10,6 +10,7 @@ from torch import nn
 from workers.device import Device
 from workers.quantizers.base import (
     Calibrate,
+    Description,
     QuantConfig,
     QuantizedModel,
     Quantizer,
@@ -46,31 +47,24 @@ class QuantoConfig(QuantConfig):
             raise ValueError(f"{', '.join(misplaced)}: only when activations are quantized, not with activations none")
         return self
 
-    def scheme(self) -> str:
-        weights = f"w{SHORT[self.weights]}"
-        return weights if self.activations == "none" else f"{weights}a{SHORT[self.activations]}"
-
-    def weight_bits(self) -> int:
-        return WEIGHT_BITS[self.weights]
-
-    def act_bits(self) -> int:
-        # Weight-only layers compute in the model's float32.
-        return 32 if self.activations == "none" else 8
-
-    def granularity(self) -> str:
-        return "per-group" if self.weights in ("int4", "int2") else "per-channel"
-
-    def group_size(self) -> int | None:
-        return QUANTO_GROUP_SIZE if self.weights in ("int4", "int2") else None
-
-    def dynamic(self) -> bool | None:
-        return None if self.activations == "none" else False
+    def describe(self) -> Description:
+        scheme = f"w{SHORT[self.weights]}"
+        grouped = self.weights in ("int4", "int2")
+        weight_only = self.activations == "none"
+        return Description(
+            scheme if weight_only else f"{scheme}a{SHORT[self.activations]}",
+            WEIGHT_BITS[self.weights],
+            32 if weight_only else 8,  # weight-only layers compute in the model's float32
+            "per-group" if grouped else "per-channel",
+            QUANTO_GROUP_SIZE if grouped else None,
+            dynamic=None if weight_only else False,
+        )
 
     def needs_calibration(self) -> bool:
         return self.activations != "none"
 
     def label(self) -> str:
-        return self.name or f"quanto-{self.scheme()}"
+        return self.name or f"quanto-{self.describe().scheme}"
 
 
 class QuantoQuantizer(Quantizer):
@@ -100,8 +94,8 @@ class QuantoQuantizer(Quantizer):
             activations=None if cfg.activations == "none" else f"q{cfg.activations}",
             include=list(chosen),
         )
-        # no_grad, not inference_mode: quanto's int4 weights fail to freeze on inference tensors
-        # ("Cannot set version_counter for inference tensor").
+        # no_grad, not inference_mode, here and wherever the model runs: a forward of frozen int4 weights
+        # under torch.inference_mode() fails with "Cannot set version_counter for inference tensor".
         with torch.no_grad():
             if cfg.needs_calibration():
                 with Calibration():

@@ -5,11 +5,13 @@ import warnings
 from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from workers.device import Device
 from workers.quantizers.base import (
     Calibrate,
+    Description,
     QuantConfig,
     QuantizedModel,
     Quantizer,
@@ -20,22 +22,10 @@ from workers.quantizers.base import (
 
 class TorchConfig(QuantConfig):
     library: Literal["torch"] = "torch"
-    scheme_name: Literal["dynamic-int8"] = "dynamic-int8"
+    scheme: Literal["dynamic-int8"] = Field("dynamic-int8", description="int8 weights and run-time int8 activations")
 
-    def scheme(self) -> str:
-        return self.scheme_name
-
-    def weight_bits(self) -> int:
-        return 8
-
-    def act_bits(self) -> int:
-        return 8
-
-    def granularity(self) -> str:
-        return "per-tensor"
-
-    def dynamic(self) -> bool:
-        return True
+    def describe(self) -> Description:
+        return Description(self.scheme, 8, 8, "per-tensor", dynamic=True)
 
 
 class TorchQuantizer(Quantizer):

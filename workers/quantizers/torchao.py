@@ -7,12 +7,13 @@ from contextlib import contextmanager
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
 from workers.device import Device
 from workers.quantizers.base import (
     Calibrate,
+    Description,
     QuantConfig,
     QuantizedModel,
     Quantizer,
@@ -26,43 +27,28 @@ CPU_INT4_GROUP_SIZES = (32, 64, 128)
 
 
 class TorchaoConfig(QuantConfig):
-    # `group_size` is also the name of a descriptive method, so the field is stored as `group`.
-    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
-
     library: Literal["torchao"] = "torchao"
-    scheme_name: Literal["int8-weight-only", "int8-dynamic", "int4-weight-only"] = Field(
+    scheme: Literal["int8-weight-only", "int8-dynamic", "int4-weight-only"] = Field(
         "int8-weight-only",
         description="int8-weight-only: int8 per-channel weights, float activations; int8-dynamic: int8 per-token "
         "activations quantized at run time and int8 per-channel weights; int4-weight-only: int4 per-group weights",
     )
-    group: Literal[32, 64, 128, 256] = Field(
-        128, alias="group_size", description="int4-weight-only only: weights per scale, 32, 64, 128 or 256"
+    group_size: Literal[32, 64, 128, 256] = Field(
+        128, description="int4-weight-only only: weights per scale, 32, 64, 128 or 256"
     )
 
     @model_validator(mode="after")
     def _group_only_for_int4(self) -> TorchaoConfig:
-        if "group" in self.model_fields_set and self.scheme_name != "int4-weight-only":
-            raise ValueError(f"group_size: only for int4-weight-only; {self.scheme_name} is per-channel")
+        if "group_size" in self.model_fields_set and self.scheme != "int4-weight-only":
+            raise ValueError(f"group_size: only for int4-weight-only; {self.scheme} is per-channel")
         return self
 
-    def scheme(self) -> str:
-        return self.scheme_name
-
-    def weight_bits(self) -> int:
-        return 4 if self.scheme_name == "int4-weight-only" else 8
-
-    def act_bits(self) -> int:
-        # Weight-only schemes compute in the model's float32, as "w8a32" says in the field's words.
-        return 8 if self.scheme_name == "int8-dynamic" else 32
-
-    def granularity(self) -> str:
-        return "per-group" if self.scheme_name == "int4-weight-only" else "per-channel"
-
-    def group_size(self) -> int | None:
-        return self.group if self.scheme_name == "int4-weight-only" else None
-
-    def dynamic(self) -> bool | None:
-        return True if self.scheme_name == "int8-dynamic" else None
+    def describe(self) -> Description:
+        if self.scheme == "int4-weight-only":
+            return Description(self.scheme, 4, 32, "per-group", self.group_size)
+        # Weight-only schemes compute in the model's float32.
+        dynamic = self.scheme == "int8-dynamic"
+        return Description(self.scheme, 8, 8 if dynamic else 32, "per-channel", dynamic=dynamic or None)
 
     def label(self) -> str:
         if self.name:
@@ -70,20 +56,23 @@ class TorchaoConfig(QuantConfig):
         return {
             "int8-weight-only": "torchao-w8",
             "int8-dynamic": "torchao-w8a8-dyn",
-            "int4-weight-only": f"torchao-w4-g{self.group_size()}",
-        }[self.scheme_name]
+            "int4-weight-only": f"torchao-w4-g{self.group_size}",
+        }[self.scheme]
 
 
 @contextmanager
 def _quiet_torchao_import() -> Iterator[None]:
-    """torchao logs a warning for each optional CUDA extension it cannot load; on a CPU node that is noise."""
-    log = logging.getLogger("torchao")
-    level = log.level
-    log.setLevel(logging.ERROR)
+    """Importing torchao logs a warning per optional CUDA extension it cannot load, and torch's pytree
+    one per deprecated enum registration; on a CPU node both are noise."""
+    logs = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        log.setLevel(level)
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
 
 
 class TorchaoQuantizer(Quantizer):
@@ -92,14 +81,14 @@ class TorchaoQuantizer(Quantizer):
     config: TorchaoConfig
 
     def supports(self, device: Device) -> str | None:
-        scheme = self.config.scheme_name
+        scheme = self.config.scheme
         if device.hw_class == "apple":
             if scheme == "int8-dynamic":
-                return "torchao int8-dynamic needs an int8 matmul (torch._int_mm: CUDA or CPU); MPS has none"
+                return "torchao 0.18 has no MPS path for int8-dynamic: its int8 matmul targets CUDA and the CPU"
             if scheme == "int4-weight-only":
                 return "torchao 0.18 int4 weight-only layouts are CUDA (tinygemm, mslk) or CPU (prototype opaque) only"
-        if device.is_cpu and scheme == "int4-weight-only" and self.config.group_size() not in CPU_INT4_GROUP_SIZES:
-            return f"torchao's CPU int4 layout takes group_size {CPU_INT4_GROUP_SIZES}, not {self.config.group_size()}"
+        if device.is_cpu and scheme == "int4-weight-only" and self.config.group_size not in CPU_INT4_GROUP_SIZES:
+            return f"torchao's CPU int4 layout takes group_size {CPU_INT4_GROUP_SIZES}, not {self.config.group_size}"
         return None
 
     def quantize(self, model: nn.Module, device: Device, calibrate: Calibrate | None = None) -> QuantizedModel:
@@ -107,15 +96,17 @@ class TorchaoQuantizer(Quantizer):
             from torchao.quantization import quantize_
             from torchao.utils import TorchAOBaseTensor
 
+            ao_config = self._ao_config(device)
+
         total = count_params(model)
         chosen = dict(selected_linears(model, self.config.modules))
         params = sum(p.numel() for layer in chosen.values() for p in layer.parameters())
-        if self.config.scheme_name == "int4-weight-only" and not device.is_cpu:
+        if self.config.scheme == "int4-weight-only" and not device.is_cpu:
             # The CUDA tinygemm layout packs bfloat16 weights only (and needs compute capability 8.0+);
             # its linear casts activations to bfloat16 and the result back to the caller's dtype.
             for layer in chosen.values():
                 layer.to(torch.bfloat16)
-        quantize_(model, self._ao_config(device), filter_fn=lambda _, name: name in chosen)
+        quantize_(model, ao_config, filter_fn=lambda _, name: name in chosen)
         # torchao skips (and only logs at INFO) layers whose width its layout cannot take; count what changed.
         quantized = sum(isinstance(layer.weight, TorchAOBaseTensor) for layer in chosen.values())
         return QuantizedModel(model, quantized, params, total)
@@ -128,7 +119,7 @@ class TorchaoQuantizer(Quantizer):
         )
 
         # set_inductor_config=False: nothing here is torch.compile'd, so leave the process-wide inductor settings alone.
-        scheme = self.config.scheme_name
+        scheme = self.config.scheme
         if scheme == "int8-weight-only":
             return Int8WeightOnlyConfig(set_inductor_config=False)
         if scheme == "int8-dynamic":
@@ -136,11 +127,11 @@ class TorchaoQuantizer(Quantizer):
         if device.is_cpu:
             from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
 
-            return PrototypeInt4WeightOnlyConfig(group_size=self.config.group_size(), set_inductor_config=False)
+            return PrototypeInt4WeightOnlyConfig(group_size=self.config.group_size, set_inductor_config=False)
         from torchao.quantization.quantize_.workflows import Int4PackingFormat
 
         return Int4WeightOnlyConfig(
-            group_size=self.config.group_size(),
+            group_size=self.config.group_size,
             int4_packing_format=Int4PackingFormat.TILE_PACKED_TO_4D,
             set_inductor_config=False,
         )

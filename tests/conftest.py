@@ -1,0 +1,28 @@
+"""Shared fixtures: the demo sweep run once per session through the real CLI (embedded Ray)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def quantsweep(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would, in its own process (it starts or joins Ray itself)."""
+    done = subprocess.run([sys.executable, "-m", "sweep.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout, env=os.environ | {"TOKENIZERS_PARALLELISM": "false"})
+    if check and done.returncode != 0:
+        raise AssertionError(f"quantsweep {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return done
+
+
+@pytest.fixture(scope="session")
+def demo_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Results of sweeps/demo.yaml: nine quantizations of real tiny.en over the 14 real sample clips."""
+    results = tmp_path_factory.mktemp("demo") / "runs"
+    quantsweep("run", "sweeps/demo.yaml", "--results", str(results))
+    return results

@@ -1,0 +1,84 @@
+"""The demo sweep end to end: real weights, real speech, embedded Ray, Parquet, DuckDB leaderboard."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import quantsweep
+
+# fp32 tiny.en greedy on the 14 sample clips (see test_evaluate for the measured value).
+FP32_WER_BOUNDS = (0.03, 0.12)
+# What each quantization may cost in WER points over fp32 on these clips (one word is about 0.9 points).
+WER_BOUND = {"torch-dynamic-int8": 0.02, "torchao-w8": 0.02, "bnb-int8": 0.02, "quanto-w8": 0.02,
+             "quanto-w8a8": 0.04, "hqq-w4-g64": 0.05, "bnb-nf4": 0.05, "hqq-w3-g64": 0.15}
+
+
+def trials(results: Path) -> list[dict]:
+    return pq.read_table(results / "table=trials").to_pylist()
+
+
+def test_every_demo_trial_ran_and_quantized(demo_results: Path) -> None:
+    rows = {r["quantization"]: r for r in trials(demo_results)}
+    assert len(rows) == 9, sorted(rows)
+    assert all(r["status"] == "ok" for r in rows.values()), {k: r["error"] for k, r in rows.items()}
+    fp32 = rows["fp32"]
+    assert FP32_WER_BOUNDS[0] <= fp32["wer"] <= FP32_WER_BOUNDS[1]
+    assert fp32["n_utterances"] == 14 and fp32["n_utterance_errors"] == 0
+    for label, row in rows.items():
+        if label == "fp32":
+            continue
+        assert row["quantized_modules"] > 0 and 0 < row["quantized_param_share"] < 1
+        assert row["model_size_bytes"] < fp32["model_size_bytes"], label
+        assert row["baseline_size_bytes"] == fp32["model_size_bytes"]
+        bound = WER_BOUND[label]
+        assert row["wer"] - fp32["wer"] <= bound, (label, row["wer"], fp32["wer"])
+        assert row["rtf"] > 0 and row["latency_p50_s"] <= row["latency_p90_s"]
+        assert row["peak_mem_bytes"] > 100e6 and row["peak_mem_kind"] == "rss_hwm"
+    assert rows["quanto-w8a8"]["calibration_utterances"] == 8
+
+
+def test_leaderboard_json_matches_parquet(demo_results: Path) -> None:
+    board = json.loads(quantsweep("leaderboard", "--results", str(demo_results), "--format", "json").stdout)
+    rows = {r["quantization"]: r for r in trials(demo_results)}
+    assert len(board) == 9
+    assert [b["rank"] for b in board] == sorted(b["rank"] for b in board)
+    fp32 = rows["fp32"]
+    for b in board:
+        row = rows[b["quantization"]]
+        assert b["wer"] == pytest.approx(row["wer"])
+        assert b["delta_wer"] == pytest.approx(row["wer"] - fp32["wer"])
+        assert b["speedup"] == pytest.approx(fp32["rtf"] / row["rtf"])
+        assert b["size_reduction"] == pytest.approx(1 - row["model_size_bytes"] / fp32["model_size_bytes"])
+
+
+def test_query_recomputes_corpus_wer_from_utterances(demo_results: Path) -> None:
+    sql = ("SELECT t.quantization, sum(u.substitutions + u.deletions + u.insertions) / sum(u.ref_words) AS wer "
+           "FROM utterances u JOIN trials t USING (trial_id) GROUP BY 1 ORDER BY 1")
+    out = json.loads(quantsweep("query", "--results", str(demo_results), "--format", "json", sql).stdout)
+    rows = {r["quantization"]: r["wer"] for r in trials(demo_results)}
+    assert {r["quantization"]: pytest.approx(r["wer"]) for r in out} == rows
+    # The same numbers straight from the Parquet files with DuckDB, as a user's notebook would.
+    direct = duckdb.sql(f"SELECT count(*) FROM read_parquet('{demo_results}/table=utterances/*/*.parquet')").fetchone()
+    assert direct[0] == 9 * 14
+
+
+def test_query_is_read_only(demo_results: Path) -> None:
+    done = quantsweep("query", "--results", str(demo_results), "DROP VIEW trials", check=False)
+    assert done.returncode == 2 and "read-only" in done.stderr
+
+
+def test_second_run_executes_zero_trials(demo_results: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in demo_results.rglob("*.parquet")}
+    done = quantsweep("run", "sweeps/demo.yaml", "--results", str(demo_results))
+    assert "9 already done, 0 to run" in done.stderr
+    assert {p: p.stat().st_mtime_ns for p in demo_results.rglob("*.parquet")} == before
+
+
+def test_library_noise_is_kept_with_the_trial(demo_results: Path) -> None:
+    rows = {r["quantization"]: r for r in trials(demo_results)}
+    assert rows["bnb-int8"]["log"], "bitsandbytes' per-call warnings should be caught in the row"
+    assert len(rows["bnb-int8"]["log"]) < 25_000
