@@ -1,14 +1,24 @@
 """Query room: DuckDB views over the Parquet results (SQL files in results/sql/) and read-only SQL."""
 from __future__ import annotations
 
+import time
 from importlib import resources
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import duckdb
+import pyarrow as pa
 
 from results.schema import TABLES
+from results.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from results.store import Store
 
 # Views in dependency order; each is one file in results/sql/.
-VIEWS = ("trials", "utterances", "baselines", "leaderboard")
+VIEWS = ("trials", "utterances", "scores", "run_scores", "scored", "baselines", "stats", "stats_pending",
+         "leaderboard", "pareto", "ladder", "support_matrix", "hardware")
+# A query may list a file that compaction removes before DuckDB opens it; listing again finds its part file.
+QUERY_ATTEMPTS = 5
+T = TypeVar("T")
 
 
 class QueryError(ValueError):
@@ -19,29 +29,77 @@ def _sql(name: str) -> str:
     return resources.files("results").joinpath("sql", f"{name}.sql").read_text()
 
 
-def connect(store: Store) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the results' views; the Parquet files themselves are only read."""
-    root = store.local_path
-    if root is None:
+def _files_view(con: duckdb.DuckDBPyConnection, store: Store, table: str) -> None:
+    """`<table>_files`: every row of every file, in the current schema whatever version wrote the file.
+
+    The empty typed table is unioned by name so that columns added since a file was written read as
+    NULL, with the current type, even when no file has them yet.
+    """
+    con.register(f"{table}_current", TABLES[table].empty_table())
+    root = store.local_path / f"table={table}"
+    sources = [f"SELECT * FROM {table}_current"]
+    if any(root.glob("*/*.parquet")):
+        glob = str(root / "*" / "*.parquet").replace("'", "''")
+        # No hive partitioning: every file carries its sweep, and a sweep named "2024" must stay text.
+        sources.append(f"SELECT * FROM read_parquet('{glob}', union_by_name = true)")
+    if table == "stats":  # statistics computed in this session but not written (read-only results directory)
+        con.register("stats_fresh", TABLES["stats"].empty_table())
+        sources.append("SELECT * FROM stats_fresh")
+    con.execute(f"CREATE OR REPLACE VIEW {table}_files AS " + " UNION ALL BY NAME ".join(sources))
+
+
+def connect(store: Store, scoring: str = "latest", resamples: int = DEFAULT_RESAMPLES,
+            seed: int = DEFAULT_SEED) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the results' views; the Parquet files themselves are only read.
+
+    `scoring` picks the scoring version the views use (see sql/scored.sql); `resamples` and `seed` which
+    cached bootstrap statistics the leaderboard shows.
+    """
+    if store.local_path is None:
         raise QueryError(f"{store.root}: DuckDB reads local results directories; sync remote ones first")
     con = duckdb.connect(":memory:")
-    for table, schema in TABLES.items():
-        files = list((root / f"table={table}").glob("*/*.parquet"))
-        if files:
-            glob = str(root / f"table={table}" / "*" / "*.parquet").replace("'", "''")
-            con.execute(f"CREATE VIEW {table}_files AS SELECT * FROM read_parquet('{glob}', "
-                        "hive_partitioning = true, union_by_name = true)")
-        else:  # an empty results directory still answers every query, with no rows
-            con.register(f"{table}_empty", schema.empty_table())
-            con.execute(f"CREATE VIEW {table}_files AS SELECT *, NULL::VARCHAR AS \"table\" FROM {table}_empty")
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE TABLE settings AS SELECT ?::VARCHAR AS scoring, ?::INTEGER AS resamples, ?::BIGINT AS seed",
+                [scoring, resamples, seed])
+    for table in TABLES:
+        _files_view(con, store, table)
     for view in VIEWS:
         con.execute(_sql(view))
     return con
 
 
-def query(store: Store, sql: str) -> duckdb.DuckDBPyRelation:
+def scorings(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The scoring versions present, oldest first."""
+    rows = con.sql("SELECT scoring FROM run_scores GROUP BY scoring ORDER BY max(scored_at), scoring").fetchall()
+    return [r[0] for r in rows]
+
+
+def _retrying(run: Callable[[], T]) -> T:
+    for attempt in range(QUERY_ATTEMPTS):
+        try:
+            return run()
+        except duckdb.IOException:
+            if attempt == QUERY_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
+    """Column names and rows of a query; retried when a file vanished under it (a compaction ran)."""
+    def run() -> tuple[list[str], list[tuple]]:
+        relation = con.sql(sql, params=params)
+        return relation.columns, relation.fetchall()
+    return _retrying(run)
+
+
+def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pa.Table:
+    return _retrying(lambda: con.sql(sql, params=params).to_arrow_table())
+
+
+def query(store: Store, sql: str, scoring: str = "latest") -> duckdb.DuckDBPyRelation:
     """Run user SQL over the views; anything but a read is refused."""
-    con = connect(store)
+    con = connect(store, scoring)
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:

@@ -63,3 +63,29 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, titl
         console.print(table)
         return console.export_text()
     raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
+
+
+def flatten(tables: Sequence[Any]) -> tuple[list[str], list[tuple]]:
+    """Several tables' raw rows as one: the union of their columns in first-seen order, missing ones null."""
+    columns: list[str] = []
+    for table in tables:
+        columns += [c for c in table.columns if c not in columns]
+    rows = [tuple(dict(zip(t.columns, r)).get(c) for c in columns) for t in tables for r in t.rows]
+    return columns, rows
+
+
+def render_tables(tables: Sequence[Any], fmt: str, empty: str = "no rows") -> str:
+    """`results.tables.Table`s: machine formats get one flat table of raw values, human ones each table titled."""
+    if fmt in ("csv", "json"):
+        return render(*flatten(tables), fmt)
+    if not any(t.rows for t in tables):
+        return empty
+    parts = []
+    for table in tables:
+        text = render(table.human_columns, table.human_rows, fmt, title=table.title)
+        if table.notes and fmt == "markdown":
+            text += "\n\n" + "\n".join(f"- {note}" for note in table.notes) + "\n"
+        elif table.notes:
+            text += "\n".join(table.notes) + "\n"
+        parts.append(text)
+    return "\n".join(parts)

@@ -189,7 +189,7 @@ TABLES = {"trials": TRIALS, "utterances": UTTERANCES, "scores": SCORES, "run_sco
 
 # What makes a row unique in each table: compaction keeps one row per key, views dedupe on it.
 KEYS = {
-    "trials": ("trial_id", "run_id"),
+    "trials": ("trial_id", "run_id", "finished_at"),
     "utterances": ("trial_id", "run_id", "utt_id"),
     "scores": ("scoring", "run_id", "utt_id"),
     "run_scores": ("scoring", "run_id"),

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from results.queries import QueryError, connect as connect_results, query as run_query
+from results.queries import QueryError, query as run_query
 from results.render import FORMATS, render
 from results.store import Store
 from sweep.plan import Plan, diff, expand
@@ -19,9 +19,6 @@ from sweep.spec import Spec, SpecError, json_schema, load_spec
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
 DEFAULT_RESULTS = "runs"
-LEADERBOARD_COLUMNS = ("rank", "model", "quantization", "wer", "delta_wer", "cer", "rtf", "speedup",
-                       "latency_p50_s", "latency_p90_s", "model_size_bytes", "size_reduction",
-                       "quantized_param_share", "peak_mem_bytes")
 
 
 def _spec_or_exit(path: Path) -> Spec:
@@ -104,34 +101,7 @@ def plan(
 
 
 def leaderboard_text(store: Store, fmt: str, sweep: str | None = None) -> str:
-    con = connect_results(store)
-    where = "WHERE sweep = ?" if sweep else ""
-    relation = con.execute(f"SELECT * FROM leaderboard {where} ORDER BY dataset, hw_class, rank, model",
-                           [sweep] if sweep else [])
-    columns = [d[0] for d in relation.description]
-    rows = relation.fetchall()
-    if fmt in ("csv", "json"):
-        return render(columns, rows, fmt)
-    keep = [columns.index(c) for c in LEADERBOARD_COLUMNS]
-    groups: dict[tuple[str, str], list] = {}
-    for row in rows:
-        groups.setdefault((row[columns.index("dataset")], row[columns.index("hw_class")]), []).append(
-            [row[i] for i in keep])
-    if not groups:
-        return "no ok trials with a baseline yet"
-    return "\n".join(render(LEADERBOARD_COLUMNS, group, fmt, title=f"{dataset} on {hw_class}")
-                     for (dataset, hw_class), group in groups.items())
-
-
-@app.command()
-def leaderboard(
-    results: str = typer.Option(DEFAULT_RESULTS, "--results"),
-    fmt: str = typer.Option("table", "--format", help="|".join(FORMATS)),
-    sweep: Optional[str] = typer.Option(None, "--sweep", help="only this sweep"),
-) -> None:
-    """Rank trials per dataset and hardware class by WER, with size, speed and ΔWER against fp32."""
-    _check_format(fmt, FORMATS)
-    print(leaderboard_text(Store(results), fmt, sweep))
+    return results_cli.leaderboard_text(store, fmt, sweep)
 
 
 @app.command()
@@ -162,6 +132,8 @@ def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
         print(f"error: --format {fmt!r}: choose one of {', '.join(allowed)}", file=sys.stderr)
         raise typer.Exit(2)
 
+
+from sweep import results_cli  # noqa: E402,F401  (registers result commands)
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -62,7 +62,7 @@ def test_larger_batch_is_measured_not_hidden(cache: WorkerCache, samples: list[U
 
 
 def test_long_form_audio_is_transcribed_whole(cache: WorkerCache, samples: list[Utterance], tmp_path) -> None:
-    clips = [u for u in samples if u.utt_id.startswith("librivox/")]
+    clips = [u for u in samples if u.utt_id.startswith(("librivox/", "cards/"))]
     audio = np.concatenate([np.concatenate([u.audio, np.zeros(8000, np.float32)]) for u in clips])
     assert len(audio) / 16_000 > 30
     sf.write(tmp_path / "joined.wav", audio, 16_000)
@@ -92,6 +92,6 @@ def test_corrupt_audio_is_one_error_row(cache: WorkerCache, samples: list[Uttera
 
 def test_serialized_size_counts_every_byte(cache: WorkerCache) -> None:
     loaded, _ = cache.model(TINY)
-    params = sum(p.numel() for p in loaded.model.state_dict().values())
-    # fp32: four bytes per stored value (the tied embedding is stored under both names) plus pickle overhead.
-    assert 4 * params < serialized_bytes(loaded.model) < 4 * params * 1.01
+    # torch.save stores a shared storage once: the tied embedding/proj_out counts once, like parameters().
+    values = sum(p.numel() for p in loaded.model.parameters()) + sum(b.numel() for b in loaded.model.buffers())
+    assert 4 * values < serialized_bytes(loaded.model) < 4 * values * 1.01

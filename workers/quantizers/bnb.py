@@ -1,7 +1,6 @@
 """Quantizer `bnb`: bitsandbytes LLM.int8 (`Linear8bitLt`) and 4-bit NF4/FP4 (`Linear4bit`) layers."""
 from __future__ import annotations
 
-import logging
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -68,31 +67,6 @@ class BnbConfig(QuantConfig):
         return "-".join(parts)
 
 
-class _DropFloat16CastNotice(logging.Filter):
-    """bitsandbytes logs a WARNING on every int8 matmul whose input is not float16: every call, for fp32 models."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("MatMul8bitLt: inputs will be cast")
-
-
-def _import_bitsandbytes():
-    """On AVX512-BF16 CPUs bitsandbytes logs a WARNING at import when the optional `kernels` hub package is absent."""
-    log = logging.getLogger("bitsandbytes.backends.cpu.ops")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        import bitsandbytes
-    finally:
-        log.setLevel(level)
-    return bitsandbytes
-
-
-def _silence_int8_cast_notice() -> None:
-    log = logging.getLogger("bitsandbytes.autograd._functions")
-    if not any(isinstance(f, _DropFloat16CastNotice) for f in log.filters):
-        log.addFilter(_DropFloat16CastNotice())
-
-
 class BnbQuantizer(Quantizer):
     library: ClassVar[str] = "bnb"
     config_type: ClassVar[type[QuantConfig]] = BnbConfig
@@ -105,7 +79,8 @@ class BnbQuantizer(Quantizer):
         return None
 
     def quantize(self, model: nn.Module, device: Device, calibrate: Calibrate | None = None) -> QuantizedModel:
-        bnb = _import_bitsandbytes()
+        import bitsandbytes as bnb
+
         cfg = self.config
 
         def make_int8(name: str, layer: nn.Linear) -> nn.Module:
@@ -145,6 +120,5 @@ class BnbQuantizer(Quantizer):
             return new.to(device.torch_device)
 
         if cfg.scheme == "int8":
-            _silence_int8_cast_notice()
             return replace_linears(model, cfg.modules, make_int8)
         return replace_linears(model, cfg.modules, make_4bit)

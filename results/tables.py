@@ -1,0 +1,285 @@
+"""Tables room: the views as titled tables (per device, cross-hardware, seed Table 1, RTF ladder, Pareto
+fronts, support matrix, hardware), raw values for machines and cells with units and marks for people."""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from results.queries import fetch
+
+VIEWS = ("per-device", "cross-hardware", "ladder", "pareto", "support", "hardware")
+PRESETS = ("seed-table",)
+
+LEGEND_SIGNIFICANCE = "~ ΔWER not significant at 5% (paired bootstrap over utterances)"
+LEGEND_TIMING = "! timing not exclusive, or its CV over repeats is above 5%"
+LEGEND_FRONT = "front: on the Pareto front of WER vs size and/or WER vs RTF for this class and dataset"
+
+
+@dataclass
+class Table:
+    """One titled table: `columns`/`rows` raw (csv, json), `human_columns`/`human_rows` with units."""
+
+    title: str
+    columns: list[str]
+    rows: list[tuple]
+    human_columns: list[str] = field(default_factory=list)
+    human_rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def pct(value: Any, digits: int = 2, sign: bool = False) -> str:
+    if missing(value):
+        return "-"
+    return f"{value * 100:+.{digits}f}%" if sign else f"{value * 100:.{digits}f}%"
+
+
+def megabytes(value: Any) -> str:
+    return "-" if missing(value) else f"{value / 1e6:.1f} MB"
+
+
+def millis(value: Any) -> str:
+    return "-" if missing(value) else f"{value * 1000:.0f} ms"
+
+
+def times(value: Any) -> str:
+    return "-" if missing(value) else f"{value:.2f}x"
+
+
+def number(value: Any, digits: int = 3) -> str:
+    return "-" if missing(value) else f"{value:.{digits}f}"
+
+
+def wer_with_interval(row: dict) -> str:
+    if missing(row["wer"]):
+        return "-"
+    if missing(row["wer_ci_low"]):
+        return pct(row["wer"])
+    return f"{pct(row['wer'])} [{row['wer_ci_low'] * 100:.2f}–{row['wer_ci_high'] * 100:.2f}]"
+
+
+def delta_cell(row: dict) -> str:
+    """ΔWER with `~` when the paired bootstrap cannot tell it from 0 at 5%."""
+    if row.get("is_baseline"):
+        return "baseline"
+    text = pct(row["delta_wer"], sign=True)
+    return f"{text} ~" if row.get("significant") is False else text
+
+
+def rtf_cell(row: dict) -> str:
+    """RTF, its spread over repeats, and `!` when the timing cannot be trusted."""
+    text = number(row["rtf"])
+    if not missing(row.get("rtf_cv")):
+        text += f" ±{row['rtf_cv'] * 100:.1f}%"
+    return f"{text} !" if row.get("timing_noisy") else text
+
+
+def front_cell(row: dict) -> str:
+    return "+".join(axis for axis, on in (("size", row["on_pareto_size"]), ("rtf", row["on_pareto_rtf"])) if on)
+
+
+def yes_no(value: Any) -> str:
+    return "-" if value is None else ("yes" if value else "NO")
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, sweep: str | None) -> tuple[list[str], list[dict]]:
+    columns, rows = fetch(con, sql.format(where="WHERE sweep = ?" if sweep else ""), [sweep] if sweep else [])
+    return columns, [dict(zip(columns, r)) for r in rows]
+
+
+def _grouped(rows: list[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row[k] for k in keys)].append(row)
+    return groups
+
+
+PER_DEVICE_CELLS: list[tuple[str, Callable[[dict], str]]] = [
+    ("rank", lambda r: str(r["rank"])),
+    ("model", lambda r: r["model"]),
+    ("quantization", lambda r: r["quantization"]),
+    ("WER [95% CI]", wer_with_interval),
+    ("ΔWER", delta_cell),
+    ("p", lambda r: number(r["delta_wer_p"])),
+    ("CER", lambda r: pct(r["cer"])),
+    ("RTF", rtf_cell),
+    ("speed-up", lambda r: times(r["speedup"])),
+    ("p50", lambda r: millis(r["latency_p50_s"])),
+    ("p90", lambda r: millis(r["latency_p90_s"])),
+    ("size", lambda r: megabytes(r["model_size_bytes"])),
+    ("size red.", lambda r: pct(r["size_reduction"], 1)),
+    ("peak mem", lambda r: megabytes(r["peak_mem_bytes"])),
+    ("QoI", lambda r: pct(r["qoi"], 1)),
+    ("99%", lambda r: yes_no(r["meets_99pct"])),
+    ("identical", lambda r: pct(r["identical_rate"], 1)),
+    ("front", front_cell),
+]
+
+
+def per_device(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
+    """One table per dataset and hardware class, ranked by WER."""
+    columns, rows = _rows(con, "SELECT * FROM leaderboard {where} ORDER BY dataset, hw_class, rank, model, "
+                               "quantization", sweep)
+    tables = []
+    for (dataset, hw_class), group in _grouped(rows, ("dataset", "hw_class")).items():
+        tables.append(Table(
+            f"{dataset} on {hw_class} (scoring {', '.join(sorted({r['scoring'] for r in group}))})", columns, [tuple(r[c] for c in columns) for r in group],
+            [name for name, _ in PER_DEVICE_CELLS], [[cell(r) for _, cell in PER_DEVICE_CELLS] for r in group],
+            [LEGEND_SIGNIFICANCE, LEGEND_TIMING, LEGEND_FRONT]))
+    return tables
+
+
+def _method_order(row: dict) -> tuple:
+    return (row["model"], not row["is_baseline"], row["quantization"])
+
+
+def cross_hardware(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
+    """Per dataset: one row per (model, quantization), one column group (WER, RTF, size) per hardware class."""
+    _, rows = _rows(con, "SELECT * FROM leaderboard {where} ORDER BY dataset, hw_class", sweep)
+    tables = []
+    for (dataset,), group in _grouped(rows, ("dataset",)).items():
+        classes = sorted({r["hw_class"] for r in group})
+        cells = {(r["model"], r["quantization"], r["hw_class"]): r for r in group}
+        methods = sorted({(r["model"], r["quantization"]): r for r in group}.values(), key=_method_order)
+        columns = ["dataset", "model", "quantization"] + [f"{hw}.{m}" for hw in classes for m in
+                                                          ("wer", "delta_wer_p", "rtf", "model_size_bytes")]
+        raw, human = [], []
+        for m in methods:
+            per_class = [cells.get((m["model"], m["quantization"], hw)) for hw in classes]
+            raw.append(tuple([dataset, m["model"], m["quantization"]] + [
+                None if c is None else c[k] for c in per_class for k in ("wer", "delta_wer_p", "rtf",
+                                                                         "model_size_bytes")]))
+            human.append([m["model"], m["quantization"]] + [
+                text for c in per_class for text in (
+                    ("-", "-", "-") if c is None else
+                    (pct(c["wer"]) + (" ~" if c["significant"] is False and not c["is_baseline"] else ""), rtf_cell(c),
+                     megabytes(c["model_size_bytes"])))])
+        human_columns = ["model", "quantization"] + [f"{hw} {m}" for hw in classes for m in ("WER", "RTF", "size")]
+        tables.append(Table(f"{dataset}: across hardware", columns, raw, human_columns, human,
+                            [LEGEND_SIGNIFICANCE, LEGEND_TIMING]))
+    return tables
+
+
+def _method_label(row: dict) -> str:
+    if row["is_baseline"]:
+        return f"Baseline ({row['scheme']})"
+    kind = "" if row["dynamic"] is None else (" (dyn.)" if row["dynamic"] else " (stat.)")
+    return f"{row['quantization']}{kind}"
+
+
+def seed_table(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
+    """The seed study's Table 1: device sections of methods; WER and CER per dataset, RTF, size reduction.
+
+    RTF is over all datasets (compute seconds / audio seconds), as the study reports one per method.
+    """
+    _, rows = _rows(con, "SELECT * FROM leaderboard {where} ORDER BY model, hw_class, dataset", sweep)
+    tables = []
+    for (model,), group in _grouped(rows, ("model",)).items():
+        datasets = sorted({r["dataset"] for r in group})
+        columns = (["hw_class", "model", "method"] + [f"wer.{d}" for d in datasets] + [f"cer.{d}" for d in datasets]
+                   + ["rtf", "size_reduction"])
+        raw, human = [], []
+        for (hw_class,), by_class in _grouped(group, ("hw_class",)).items():
+            human.append([hw_class.upper()] + [""] * (2 * len(datasets) + 2))
+            for _, runs in sorted(_grouped(by_class, ("quantization",)).items(),
+                                  key=lambda item: _method_order(item[1][0])):
+                by_dataset = {r["dataset"]: r for r in runs}
+                audio = sum(r["audio_seconds"] or 0 for r in runs if not missing(r["rtf"]))
+                rtf = (sum(r["rtf"] * (r["audio_seconds"] or 0) for r in runs if not missing(r["rtf"])) / audio
+                       if audio else None)
+                first = runs[0]
+                wers = [by_dataset[d]["wer"] if d in by_dataset else None for d in datasets]
+                cers = [by_dataset[d]["cer"] if d in by_dataset else None for d in datasets]
+                raw.append(tuple([hw_class, model, _method_label(first)] + wers + cers
+                                 + [rtf, first["size_reduction"]]))
+                marks = [" ~" if d in by_dataset and by_dataset[d]["significant"] is False and not first["is_baseline"]
+                         else "" for d in datasets]
+                human.append([_method_label(first)] + [pct(w) + m for w, m in zip(wers, marks)]
+                             + [pct(c) for c in cers] + [number(rtf),
+                                                         "" if first["is_baseline"] else pct(first["size_reduction"], 0)])
+        human_columns = (["Device/Method"] + [f"WER {d}" for d in datasets] + [f"CER {d}" for d in datasets]
+                         + ["RTF", "Size Red."])
+        tables.append(Table(f"{model}: quantized models against the fp32 baseline", columns, raw, human_columns,
+                            human, [LEGEND_SIGNIFICANCE]))
+    return tables
+
+
+LADDER_CELLS: list[tuple[str, Callable[[dict], str]]] = [
+    ("step", lambda r: str(r["step"])),
+    ("quantization", lambda r: r["quantization"]),
+    ("RTF", rtf_cell),
+    ("speed-up", lambda r: times(r["speedup"])),
+    ("p50", lambda r: millis(r["latency_p50_s"])),
+    ("WER", lambda r: pct(r["wer"])),
+    ("ΔWER", delta_cell),
+    ("identical", lambda r: pct(r["identical_rate"], 1)),
+    ("size", lambda r: megabytes(r["model_size_bytes"])),
+    ("size red.", lambda r: pct(r["size_reduction"], 1)),
+]
+
+
+def ladder(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
+    """Seed 000's view: per model, hardware class and dataset, the quantizations from fastest to slowest."""
+    columns, rows = _rows(con, "SELECT * FROM ladder {where} ORDER BY model, hw_class, dataset, step", sweep)
+    return [Table(f"{model} on {hw_class}, {dataset}: RTF ladder", columns, [tuple(r[c] for c in columns) for r in g],
+                  [n for n, _ in LADDER_CELLS], [[cell(r) for _, cell in LADDER_CELLS] for r in g],
+                  [LEGEND_SIGNIFICANCE, LEGEND_TIMING])
+            for (model, hw_class, dataset), g in _grouped(rows, ("model", "hw_class", "dataset")).items()]
+
+
+def pareto(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
+    """The fronts, per hardware class and dataset, point by point along each axis."""
+    columns, rows = _rows(con, "SELECT * FROM pareto {where} ORDER BY hw_class, dataset, axis, x, wer", sweep)
+    tables = []
+    for (hw_class, dataset), group in _grouped(rows, ("hw_class", "dataset")).items():
+        human = [[r["axis"], r["model"], r["quantization"], pct(r["wer"]), megabytes(r["model_size_bytes"]),
+                  number(r["rtf"])] for r in group]
+        tables.append(Table(f"{dataset} on {hw_class}: Pareto fronts", columns,
+                            [tuple(r[c] for c in columns) for r in group],
+                            ["front", "model", "quantization", "WER", "size", "RTF"], human))
+    return tables
+
+
+def support_cell(row: dict | None) -> str:
+    if row is None:
+        return ""
+    state = row["state"]
+    if state == "ok":
+        return f"ok ({row['n_failed']} failed: {row['error_classes']})" if row["n_failed"] else "ok"
+    if state == "unsupported":
+        return f"unsupported ({row['reason']})"
+    if state == "failed":
+        return f"failed ({row['error_classes']})"
+    return "no capacity"
+
+
+def support(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
+    """Library x scheme rows, one column per hardware class, over every sweep (what a library can do)."""
+    columns, rows = _rows(con, "SELECT * FROM support_matrix ORDER BY library, scheme, hw_class", None)
+    classes = sorted({r["hw_class"] for r in rows if r["hw_class"]})
+    cells = {(r["library"], r["scheme"], r["hw_class"]): r for r in rows}
+    pairs = sorted({(r["library"], r["scheme"]) for r in rows})
+    human = [[library, scheme] + [support_cell(cells.get((library, scheme, hw))) for hw in classes]
+             for library, scheme in pairs]
+    return [Table("support matrix", columns, [tuple(r[c] for c in columns) for r in rows],
+                  ["library", "scheme"] + classes, human)]
+
+
+def hardware(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
+    """Every machine results came from, over every sweep."""
+    columns, rows = _rows(con, "SELECT * FROM hardware ORDER BY hw_class, hw_chip, host", None)
+    return [Table("hardware", columns, [tuple(r[c] for c in columns) for r in rows], list(columns),
+                  [["-" if missing(v) else str(v) for v in (r[c] for c in columns)] for r in rows])]
+
+
+BUILDERS: dict[str, Callable[[duckdb.DuckDBPyConnection, str | None], list[Table]]] = {
+    "per-device": per_device, "cross-hardware": cross_hardware, "ladder": ladder, "pareto": pareto,
+    "support": support, "hardware": hardware, "seed-table": seed_table,
+}
