@@ -30,8 +30,7 @@ def main() -> None:
     loaded, _ = cache.model(ModelConfig(name="whisper-tiny.en", packaged="whisper-tiny.en"))
     clips = [u for u in cache.utterances(DatasetConfig(name="samples", source="samples")) if u.audio is not None]
     audio_s = sum(u.duration_s for u in clips)
-    ours = WhisperTranscriber(loaded.model, loaded.processor, "cpu", torch.float32,
-                              EvalConfig(batch_size=args.batch_size), "en")
+    ours = WhisperTranscriber(loaded.model, loaded.processor, "cpu", EvalConfig(batch_size=args.batch_size), "en")
     asr = pipeline("automatic-speech-recognition", model=loaded.model, tokenizer=loaded.processor.tokenizer,
                    feature_extractor=loaded.processor.feature_extractor, device="cpu")
     inputs = [{"raw": u.audio, "sampling_rate": 16_000} for u in clips]

@@ -16,6 +16,8 @@ from results.store import Store
 # Views in dependency order; each is one file in results/sql/.
 VIEWS = ("trials", "utterances", "scores", "run_scores", "scored", "baselines", "stats", "stats_pending",
          "leaderboard", "pareto", "ladder", "support_matrix", "hardware")
+# Small tables read once per connection, so that every leaderboard query runs on memory, not on files.
+MATERIALIZED = ("trials", "run_scores", "stats")
 # A query may list a file that compaction removes before DuckDB opens it; listing again finds its part file.
 QUERY_ATTEMPTS = 5
 T = TypeVar("T")
@@ -42,10 +44,10 @@ def _files_view(con: duckdb.DuckDBPyConnection, store: Store, table: str) -> Non
         glob = str(root / "*" / "*.parquet").replace("'", "''")
         # No hive partitioning: every file carries its sweep, and a sweep named "2024" must stay text.
         sources.append(f"SELECT * FROM read_parquet('{glob}', union_by_name = true)")
-    if table == "stats":  # statistics computed in this session but not written (read-only results directory)
-        con.register("stats_fresh", TABLES["stats"].empty_table())
-        sources.append("SELECT * FROM stats_fresh")
-    con.execute(f"CREATE OR REPLACE VIEW {table}_files AS " + " UNION ALL BY NAME ".join(sources))
+    kind = "TABLE" if table in MATERIALIZED else "VIEW"
+    _retrying(lambda: con.execute(f"CREATE OR REPLACE {kind} {table}_files AS " + " UNION ALL BY NAME ".join(sources)))
+    if table in MATERIALIZED:
+        con.unregister(f"{table}_current")
 
 
 def connect(store: Store, scoring: str = "latest", resamples: int = DEFAULT_RESAMPLES,

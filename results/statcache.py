@@ -82,5 +82,7 @@ def fill(con: duckdb.DuckDBPyConnection, store: Store) -> int:
             store.write_stats(sweep, fresh.filter(pc.equal(fresh["sweep"], sweep)))
     except OSError:  # a read-only results directory: statistics for this session only
         pass
-    con.register("stats_fresh", fresh)
+    con.register("fresh", fresh)
+    con.execute("INSERT INTO stats_files BY NAME SELECT * FROM fresh")
+    con.unregister("fresh")
     return pending.num_rows

@@ -73,7 +73,8 @@ def paired_delta(errors: np.ndarray, words: np.ndarray, base_errors: np.ndarray,
     # Tolerance: an observed difference of exactly 0 must count every resample (p = 1) despite rounding.
     with np.errstate(invalid="ignore"):
         extreme = np.abs(resampled - delta) >= np.abs(delta) - 1e-12
-    p = (1 + extreme.sum(axis=0)) / (1 + counts.shape[0])
+    valid = (~np.isnan(resampled)).sum(axis=0)  # resamples without reference words have no ΔWER
+    p = (1 + extreme.sum(axis=0)) / (1 + valid)
     return PairedDelta(delta, low, high, p)
 
 

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import os
+import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -78,14 +78,6 @@ def _remove_if_unchanged(path: Path, merged: tuple[int, int, int]) -> bool:
     return False
 
 
-def dedupe(table: pa.Table, name: str) -> pa.Table:
-    """One row per key of the table (the first seen): compaction must not multiply duplicated rows."""
-    keys = list(KEYS[name])
-    numbered = table.select(keys).append_column("__row", pa.array(np.arange(table.num_rows)))
-    first = numbered.group_by(keys, use_threads=False).aggregate([("__row", "min")]).column("__row_min")
-    return table.take(pc.sort_indices(first))
-
-
 @dataclass(frozen=True)
 class Store:
     """A results directory: a local path or any pyarrow.fs URI (file://, s3://, gs://)."""
@@ -130,6 +122,26 @@ class Store:
         with fs.open_output_stream(temporary) as out:
             pq.write_table(table, out)
         fs.move(temporary, final)  # a rename: readers see the old file or the new one, never half of one
+
+    def write_run_state(self, sweep: str, state: dict[str, Any]) -> None:
+        """The driver's note of a sweep in progress (`quantsweep status` reads it): <root>/_runs/<sweep>.json."""
+        fs, path = self.fs_and_path
+        fs.create_dir(f"{path}/_runs", recursive=True)
+        temporary = f"{path}/_runs/{sweep}.{uuid.uuid4().hex}.tmp"
+        with fs.open_output_stream(temporary) as out:
+            out.write(json.dumps(state, default=str).encode())
+        fs.move(temporary, f"{path}/_runs/{sweep}.json")
+
+    def run_states(self) -> dict[str, dict[str, Any]]:
+        fs, path = self.fs_and_path
+        if fs.get_file_info(f"{path}/_runs").type == pafs.FileType.NotFound:
+            return {}
+        states = {}
+        for info in fs.get_file_info(pafs.FileSelector(f"{path}/_runs")):
+            if info.path.endswith(".json"):
+                with fs.open_input_stream(info.path) as f:
+                    states[info.base_name.removesuffix(".json")] = json.loads(f.read())
+        return states
 
     def read(self, table: str, sweep: str | None = None, columns: list[str] | None = None) -> pa.Table:
         """All rows of a table (of one sweep), in the current schema; older files get nulls for new columns."""
@@ -181,7 +193,7 @@ class Store:
         # Identity before reading: if a file changes after this, the delete check sees it and keeps it.
         merged = {p: ident for p in candidates if (ident := _identity(p)) is not None}
         rows = self._read_files(table, list(merged))
-        self._write(dedupe(rows, table), str(directory), f"{PART_PREFIX}{uuid.uuid4().hex}")
+        self._write(rows, str(directory), f"{PART_PREFIX}{uuid.uuid4().hex}")
         report.part_files += 1
         report.rows += rows.num_rows
         for path, ident in merged.items():
@@ -191,9 +203,23 @@ class Store:
                 report.kept_changed.append(str(path))
 
     def _read_files(self, table: str, paths: list[Path]) -> pa.Table:
-        """Rows of these files in the current schema; a file gone meanwhile (another compactor) is skipped."""
+        """Rows of these files in the current schema, one per key (a row may sit in a part and a per-trial file).
+
+        DuckDB reads the many small files several times faster than a pyarrow dataset does. A file gone
+        meanwhile (another compactor merged it) is left out.
+        """
+        schema = TABLES[table]
+        con = duckdb.connect(":memory:")
+        con.register("current", schema.empty_table())
+        columns = ", ".join(f'"{name}"' for name in schema.names)
+        keys = ", ".join(KEYS[table])
         while True:
             try:
-                return ds.dataset([str(p) for p in paths], schema=TABLES[table], format="parquet").to_table()
-            except FileNotFoundError:
+                rows = con.sql(
+                    f"SELECT {columns} FROM (SELECT * FROM current UNION ALL BY NAME SELECT * FROM read_parquet("
+                    f"$files, union_by_name = true, hive_partitioning = false)) "
+                    f"QUALIFY row_number() OVER (PARTITION BY {keys}) = 1",
+                    params={"files": [str(p) for p in paths]}).to_arrow_table()
+                return rows.cast(schema)
+            except duckdb.IOException:
                 paths = [p for p in paths if p.exists()]

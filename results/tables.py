@@ -274,7 +274,7 @@ def support(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Ta
 
 def hardware(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
     """Every machine results came from, over every sweep."""
-    columns, rows = _rows(con, "SELECT * FROM hardware ORDER BY hw_class, hw_chip, host", None)
+    columns, rows = _rows(con, "SELECT * FROM hardware ORDER BY hw_class, host", None)
     return [Table("hardware", columns, [tuple(r[c] for c in columns) for r in rows], list(columns),
                   [["-" if missing(v) else str(v) for v in (r[c] for c in columns)] for r in rows])]
 

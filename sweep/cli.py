@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
-from results.queries import QueryError, query as run_query
+from results.queries import QueryError, connect as connect_results, query as run_query
 from results.render import FORMATS, render
 from results.store import Store
 from sweep.plan import Plan, diff, expand
@@ -60,16 +63,21 @@ def run(
     hardware = probe()
     _plan_or_exit(spec, spec_path, hardware.hw_class)  # every spec error before anything starts or is written
     store = _store(results, spec)
-    where = scheduler.connect(address, hardware)
+    where, dashboard = scheduler.connect(address, hardware)
     present = sorted({n.hw_class for n in scheduler.live_nodes()})
     plan = _plan_or_exit(spec, spec_path, hardware.hw_class, present)
     todo = diff(plan.trials, store.finished(spec.sweep), rerun, retry_failed)
     console.print(f"sweep [bold]{spec.sweep}[/bold]: {len(plan.trials)} trials planned, {len(todo.done)} already "
                   f"done, {len(todo.to_run)} to run, {len(plan.unsupported)} unsupported; Ray {where}; "
-                  f"results in {store.root}")
+                  f"results in {store.root}" + (f"; Ray dashboard http://{dashboard}" if dashboard else ""))
+    state = {"planned": len(plan.trials) + len(plan.unsupported), "to_run": len(todo.to_run), "ray": where,
+             "host": socket.gethostname(), "pid": os.getpid(), "started_at": datetime.now(timezone.utc).isoformat()}
+    store.write_run_state(spec.sweep, state | {"state": "running"})
     with SweepProgress(console, todo.to_run) as progress:
         scheduler.record_unsupported(plan.unsupported, store, store.finished(spec.sweep), progress.update)
         summary = scheduler.run_trials(todo.to_run, store, progress.update, retries, wait_timeout)
+    store.write_run_state(spec.sweep, state | {"state": "finished", "finished_at": datetime.now(timezone.utc).isoformat(),
+                                               "statuses": dict(summary.statuses)})
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing run"
     console.print(f"done: {counts} in {summary.wall_s:.1f} s (trial compute {summary.compute_s:.1f} s, "
                   f"models loaded {summary.model_loads}x)")
@@ -122,9 +130,141 @@ def query(
 
 
 @app.command()
+def status(
+    results: str = typer.Option(DEFAULT_RESULTS, "--results"),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help="only this sweep"),
+) -> None:
+    """Summarise running and finished sweeps: trials per hardware class and status, and what is left."""
+    store = Store(results)
+    states = store.run_states()
+    con = connect_results(store)
+    rows = con.execute("SELECT sweep, hw_class, status, count(*) FROM trials GROUP BY ALL ORDER BY ALL").fetchall()
+    sweeps = sorted({r[0] for r in rows} | set(states))
+    for name in sweeps if sweep is None else [sweep]:
+        state = states.get(name, {})
+        recorded = {(r[1], r[2]): r[3] for r in rows if r[0] == name}
+        done = sum(recorded.values())
+        phase = state.get("state", "finished")
+        if phase == "running" and not _pid_alive(state):
+            phase = "interrupted (its driver is gone: run the spec again to resume)"
+        left = max(state.get("planned", done) - done, 0)
+        print(f"{name}: {done} recorded, {left} left of {state.get('planned', done)} planned; {phase}"
+              f" (started {state.get('started_at', '?')} on {state.get('host', '?')})")
+        for (hw_class, st), n in sorted(recorded.items()):
+            print(f"  {hw_class:10} {st:12} {n}")
+
+
+def _pid_alive(state: dict) -> bool:
+    if state.get("host") != socket.gethostname():
+        return True  # another machine's driver: trust its note
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (OSError, KeyError, ValueError):
+        return False
+    return True
+
+
+@app.command()
 def schema() -> None:
     """Print the sweep spec's JSON Schema (for editor completion)."""
     print(json.dumps(json_schema(), indent=2))
+
+
+head_app = typer.Typer(help="The Ray head node.")
+worker_app = typer.Typer(help="Ray worker nodes labelled with their hardware.")
+cluster_app = typer.Typer(help="A several-node Ray cluster on this machine, for trying things out and tests.")
+app.add_typer(head_app, name="head")
+app.add_typer(worker_app, name="worker")
+app.add_typer(cluster_app, name="cluster")
+
+
+def _start_node(address: Optional[str], labels: list[str], port: int, bind: str, trials: bool,
+                simulate: Optional[str], cores: Optional[str]) -> None:
+    from sweep.cluster import device_tokens, node_environment, parse_labels, ray_start_args
+    from workers.hardware import probe
+
+    try:
+        hardware = probe(simulate)
+        extra = parse_labels(labels)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    tokens = device_tokens(hardware) if trials else 0
+    args = ray_start_args(hardware, address, extra, tokens, port=port, bind=bind)
+    console.print(f"{hardware.hw_class} node ({hardware.chip}), {tokens} device token(s), labels "
+                  f"{hardware.labels() | extra}")
+    raise typer.Exit(subprocess.run(args, env=node_environment(cores)).returncode)
+
+
+@head_app.command("start")
+def head_start(
+    port: int = typer.Option(6379, "--port"),
+    bind: str = typer.Option("127.0.0.1", "--bind", help="address to listen on; 127.0.0.1 keeps the cluster private"),
+    trials: bool = typer.Option(True, "--trials/--no-trials", help="also run trials on this machine"),
+    label: list[str] = typer.Option([], "--label", help="extra node label key=value (repeatable)"),
+    cores: Optional[str] = typer.Option(None, "--cores", help="pin trials to these cores, e.g. 0-7"),
+) -> None:
+    """Start a Ray head node labelled with this machine's hardware (token authentication on)."""
+    _start_node(None, label, port, bind, trials, None, cores)
+
+
+@worker_app.command("start")
+def worker_start(
+    address: str = typer.Option(..., "--address", help="the head's host:port"),
+    label: list[str] = typer.Option([], "--label", help="extra node label key=value (repeatable)"),
+    simulate: Optional[str] = typer.Option(None, "--simulate", help="label this node as another class (tests)"),
+    cores: Optional[str] = typer.Option(None, "--cores", help="pin trials to these cores, e.g. 0-7"),
+    bind: str = typer.Option("", "--bind", help="this node's address as the head sees it (default: Ray's choice)"),
+) -> None:
+    """Join a cluster as a worker labelled with this machine's hardware and one token per device."""
+    _start_node(address, label, 0, bind, True, simulate, cores)
+
+
+@app.command()
+def workers(address: Optional[str] = typer.Option(None, "--address")) -> None:
+    """List the live nodes with their hardware labels and free device tokens."""
+    import ray
+
+    from sweep import scheduler
+
+    scheduler.connect(address or "auto")
+    free = ray.available_resources()
+    rows = [(n.node_id[:12], n.hw_class, n.chip, n.tokens) for n in scheduler.live_nodes()]
+    print(render(("node", "hw_class", "hw_chip", "tokens"), rows, "table"))
+    console.print(f"free device tokens: {free.get(scheduler.DEVICE_TOKEN, 0):g}")
+
+
+@cluster_app.command("local")
+def cluster_local(
+    nodes: str = typer.Option("x86-cpu", "--nodes", help="comma-separated classes, one node each: cuda,apple,x86-cpu"),
+    cpus: int = typer.Option(1, "--cpus", help="CPUs each node offers"),
+) -> None:
+    """Start a head plus one labelled node per class on this machine (absent hardware is simulated on the CPU)."""
+    from sweep.cluster import start_local
+    from workers.device import HW_CLASSES
+
+    classes = [c.strip() for c in nodes.split(",") if c.strip()]
+    unknown = [c for c in classes if c not in HW_CLASSES]
+    if unknown or not classes:
+        print(f"error: --nodes {nodes!r}: classes are {', '.join(HW_CLASSES)}", file=sys.stderr)
+        raise typer.Exit(2)
+    try:
+        cluster = start_local(classes, cpus)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    console.print(f"{len(classes)} node(s) up ({', '.join(classes)}); logs in {cluster.logs}")
+    print(cluster.address)
+    console.print(f"run a sweep on it: quantsweep run SPEC --address {cluster.address}")
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Stop what `cluster local` started, and nothing else."""
+    from sweep.cluster import stop_local
+
+    stopped = stop_local()
+    console.print(f"stopped {', '.join(stopped)}" if stopped else "no local cluster was up")
 
 
 def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:

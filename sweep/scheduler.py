@@ -6,39 +6,40 @@ import fnmatch
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+# Token authentication, as `quantsweep head/worker start` use; Ray reads the mode when it is imported.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+import ray  # noqa: E402
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError  # noqa: E402
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
-from results.store import Store
-from workers.hardware import CLASS_LABEL, CHIP_LABEL, Hardware, probe
-from workers.trial import Trial, TrialOutcome, WorkerCache, now, run_trial
+from results.store import Store  # noqa: E402
+from workers.hardware import CHIP_LABEL, CLASS_LABEL, DEVICE_TOKEN, Hardware, pin_cores, probe  # noqa: E402
+from workers.trial import Trial, TrialOutcome, WorkerCache, now, run_trial  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-# One unit per physical device (a GPU, an Apple SoC, a CPU node's cores): a runner holds it for its whole
-# life, so two timed trials never share a device.
-DEVICE_TOKEN = "quantsweep_device"
 IN_FLIGHT_PER_RUNNER = 2  # the next trial is queued while one runs: no idle round trip between trials
 NODE_FAILURES = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError)
 
 
-def connect(address: str | None = None, hardware: Hardware | None = None) -> str:
-    """Join `address`, or start Ray in-process (the embedded default) as one node labelled with this machine."""
-    if ray.is_initialized():
-        return "already connected"
+def connect(address: str | None = None, hardware: Hardware | None = None) -> tuple[str, str | None]:
+    """Join `address`, or start Ray in-process (the embedded default) as one node labelled with this machine.
+
+    Returns where the driver is connected and the Ray dashboard's address when one is up.
+    """
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
     if address:
-        ray.init(address=address, **quiet)
-        return address
+        context = ray.init(address=address, **quiet)
+        return address, context.dashboard_url or None
     hardware = hardware or probe()
-    ray.init(num_cpus=hardware.cores, resources={DEVICE_TOKEN: 1}, labels=hardware.labels(),
-             include_dashboard=False, **quiet)
-    return "embedded"
+    context = ray.init(address="local", num_cpus=hardware.cores, resources={DEVICE_TOKEN: 1}, labels=hardware.labels(),
+                       include_dashboard=False, **quiet)
+    return "embedded", context.dashboard_url or None
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,11 @@ class TrialRunner:
     """Lives on one node and holds one device token: runs that device's trials one at a time, caches models."""
 
     def __init__(self) -> None:
+        pin_cores()
         labels = ray.get_runtime_context().get_node_labels()
         real = probe()
         labelled = labels.get(CLASS_LABEL, real.hw_class)
+        labelled = labelled[0] if isinstance(labelled, list) else labelled
         self.hardware = probe(simulate=labelled) if labelled != real.hw_class else real
         self.node_id = ray.get_runtime_context().get_node_id()
         self.cache = WorkerCache()
@@ -91,8 +94,10 @@ class TrialRunner:
 class Runner:
     handle: Any
     target: str
+    node_id: str
     models: set[str] = field(default_factory=set)
     in_flight: int = 0
+    alive: bool = True
 
 
 @dataclass
@@ -106,76 +111,120 @@ class Summary:
 OnOutcome = Callable[[Trial, dict[str, Any]], None]
 
 
-def run_trials(trials: list[Trial], store: Store, on_outcome: OnOutcome, retries: int = 2,
-               wait_timeout_s: float = 0.0) -> Summary:
-    """Run every trial on a runner of its target; each finished trial is written before the next is counted."""
-    started = time.perf_counter()
-    summary = Summary()
-    queues: dict[str, collections.deque[Trial]] = collections.defaultdict(collections.deque)
-    for trial in trials:
-        queues[trial.hardware].append(trial)
-    runners: list[Runner] = []
-    for target in list(queues):
-        placed = _start_runners(target, wait_timeout_s)
-        if not placed:
-            for trial in queues.pop(target):
-                _record(store, trial, {"status": "no_capacity",
-                                       "error": f"no live node of {target} within {wait_timeout_s:.0f} s"},
-                        summary, on_outcome)
-        runners += placed
-    attempts: dict[str, int] = collections.Counter()
-    pending: dict[Any, tuple[Runner, Trial]] = {}
+class Dispatcher:
+    """Feeds each target's queue to its runners, writes every outcome, retries trials whose worker died."""
 
-    def feed(runner: Runner) -> None:
-        while runner.in_flight < IN_FLIGHT_PER_RUNNER and queues.get(runner.target):
-            trial = _next_for(runner, queues[runner.target])
-            attempts[trial.trial_id] += 1
-            pending[runner.handle.run.remote(trial, attempts[trial.trial_id])] = (runner, trial)
+    def __init__(self, store: Store, on_outcome: OnOutcome, retries: int):
+        self.store, self.on_outcome, self.retries = store, on_outcome, retries
+        self.summary = Summary()
+        self.queues: dict[str, collections.deque[Trial]] = collections.defaultdict(collections.deque)
+        self.runners: list[Runner] = []
+        self.attempts: collections.Counter[str] = collections.Counter()
+        self.pending: dict[Any, tuple[Runner, Trial]] = {}
+        self.model_loads_of_dead = 0
+
+    def run(self, trials: list[Trial], wait_timeout_s: float) -> Summary:
+        started = time.perf_counter()
+        for trial in trials:
+            self.queues[trial.hardware].append(trial)
+        for target in list(self.queues):
+            if not self._top_up(target, wait_timeout_s):
+                self._give_up(target, "no_capacity", f"no live node of {target} within {wait_timeout_s:.0f} s")
+        for runner in self.runners:
+            self._feed(runner)
+        while self.pending:
+            [ref], _ = ray.wait(list(self.pending), num_returns=1)
+            runner, trial = self.pending.pop(ref)
+            runner.in_flight -= 1
+            try:
+                outcome: TrialOutcome = ray.get(ref)
+            except NODE_FAILURES as exc:
+                self._lost(runner, trial, exc)
+            else:
+                self.summary.compute_s += outcome.row.get("compute_s") or 0.0
+                self._write(trial, outcome.row, outcome.utterances)
+            self._feed(runner)
+        self._close()
+        self.summary.wall_s = time.perf_counter() - started
+        return self.summary
+
+    def _feed(self, runner: Runner) -> None:
+        queue = self.queues.get(runner.target)
+        while runner.alive and runner.in_flight < IN_FLIGHT_PER_RUNNER and queue:
+            trial = _next_for(runner, queue)
+            self.attempts[trial.trial_id] += 1
+            self.pending[runner.handle.run.remote(trial, self.attempts[trial.trial_id])] = (runner, trial)
             runner.in_flight += 1
             runner.models.add(trial.model.name)
 
-    for runner in runners:
-        feed(runner)
-    while pending:
-        [ref], _ = ray.wait(list(pending), num_returns=1)
-        runner, trial = pending.pop(ref)
-        runner.in_flight -= 1
-        try:
-            outcome: TrialOutcome = ray.get(ref)
-        except NODE_FAILURES as exc:
-            _lost(runner, trial, exc, runners, queues, attempts, retries, store, summary, on_outcome)
+    def _top_up(self, target: str, wait_timeout_s: float = 0.0) -> bool:
+        """Start a runner for every free device token of the target's live nodes; True if any runner lives."""
+        deadline = time.monotonic() + wait_timeout_s
+        while not (nodes := nodes_for(target, live_nodes())) and time.monotonic() < deadline:
+            time.sleep(1.0)
+        for node in nodes:
+            taken = sum(1 for r in self.runners if r.alive and r.node_id == node.node_id)
+            for _ in range(node.tokens - taken):
+                self.runners.append(_start_runner(node, target))
+        return any(r.alive and r.target == target for r in self.runners)
+
+    def _lost(self, runner: Runner, trial: Trial, exc: Exception) -> None:
+        """The runner's process or node died mid-trial: retry the trial on a live runner of its target."""
+        log.warning("trial %s lost its worker on node %s (%s)", trial.trial_id, runner.node_id[:8], type(exc).__name__)
+        if runner.alive:
+            runner.alive = False
+            for ref, (other, queued) in list(self.pending.items()):
+                if other is runner:  # its queued trial dies with it; it was not the cause, so no attempt is charged
+                    del self.pending[ref]
+                    self.attempts[queued.trial_id] -= 1
+                    self.queues[queued.hardware].appendleft(queued)
+            ray.kill(runner.handle)
+        has_runner = self._top_up(trial.hardware)
+        if self.attempts[trial.trial_id] <= self.retries and has_runner:
+            self.queues[trial.hardware].appendleft(trial)
         else:
-            summary.compute_s += outcome.row.get("compute_s") or 0.0
-            store.write_trial(trial.sweep, trial.trial_id, outcome.row, outcome.utterances)
-            summary.statuses[outcome.status] += 1
-            on_outcome(trial, outcome.row)
-        for r in runners:
-            feed(r)
-    alive = [r for r in runners if r.handle is not None]
-    summary.model_loads = sum(ray.get([r.handle.model_loads.remote() for r in alive])) if alive else 0
-    for r in alive:
-        ray.kill(r.handle)
-    summary.wall_s = time.perf_counter() - started
-    return summary
+            self._record(trial, {"status": "failed", "error_type": type(exc).__name__, "attempt": self.attempts[trial.trial_id],
+                                 "error": f"its worker died {self.attempts[trial.trial_id]} time(s) running it: {exc}"[:4000]})
+        for r in self.runners:
+            self._feed(r)
+        if not has_runner:
+            self._give_up(trial.hardware, "no_capacity", f"every node of {trial.hardware} died")
+
+    def _give_up(self, target: str, status: str, why: str) -> None:
+        for trial in self.queues.pop(target, ()):
+            self._record(trial, {"status": status, "error": why})
+
+    def _record(self, trial: Trial, fields: dict[str, Any]) -> None:
+        """A trial that produced no outcome of its own still becomes exactly one row."""
+        row = trial.describe() | {"run_id": uuid.uuid4().hex, "started_at": now(), "finished_at": now()} | fields
+        self._write(trial, row, [])
+
+    def _write(self, trial: Trial, row: dict[str, Any], utterances: list[dict[str, Any]]) -> None:
+        self.store.write_trial(trial.sweep, trial.trial_id, row, utterances)
+        self.summary.statuses[row["status"]] += 1
+        self.on_outcome(trial, row)
+
+    def _close(self) -> None:
+        alive = [r for r in self.runners if r.alive]
+        self.summary.model_loads = sum(ray.get([r.handle.model_loads.remote() for r in alive])) if alive else 0
+        for r in alive:
+            ray.kill(r.handle)
 
 
-def _start_runners(target: str, wait_timeout_s: float) -> list[Runner]:
-    deadline = time.monotonic() + wait_timeout_s
-    while True:
-        nodes = nodes_for(target, live_nodes())
-        if nodes or time.monotonic() >= deadline:
-            break
-        time.sleep(1.0)
-    runners = []
-    for node in nodes:
-        for _ in range(node.tokens):
-            # The class label selects the node kind; node affinity pins the runner to the node whose token it takes.
-            options: dict[str, Any] = {"resources": {DEVICE_TOKEN: 1},
-                                       "scheduling_strategy": NodeAffinitySchedulingStrategy(node.node_id, soft=False)}
-            if not target.startswith("chip:"):
-                options["label_selector"] = {CLASS_LABEL: target}
-            runners.append(Runner(TrialRunner.options(**options).remote(), target))
-    return runners
+def run_trials(trials: list[Trial], store: Store, on_outcome: OnOutcome, retries: int = 2,
+               wait_timeout_s: float = 0.0) -> Summary:
+    """Run every trial on a runner of its target; each outcome is written as it arrives."""
+    return Dispatcher(store, on_outcome, retries).run(trials, wait_timeout_s)
+
+
+def _start_runner(node: Node, target: str) -> Runner:
+    # Node affinity pins the runner to the node whose token it takes; for class targets the label selector
+    # states the routing rule itself, so a mislabelled placement cannot happen silently.
+    options: dict[str, Any] = {"resources": {DEVICE_TOKEN: 1},
+                               "scheduling_strategy": NodeAffinitySchedulingStrategy(node.node_id, soft=False)}
+    if not target.startswith("chip:"):
+        options["label_selector"] = {CLASS_LABEL: target}
+    return Runner(TrialRunner.options(**options).remote(), target, node.node_id)
 
 
 def _next_for(runner: Runner, queue: collections.deque[Trial]) -> Trial:
@@ -184,74 +233,15 @@ def _next_for(runner: Runner, queue: collections.deque[Trial]) -> Trial:
         if trial.model.name in runner.models:
             del queue[i]
             return trial
-        if i >= 64:  # a bounded look-ahead keeps the pick O(1) for huge sweeps
+        if i >= 64:  # a bounded look-ahead keeps the pick cheap for huge sweeps
             break
     return queue.popleft()
-
-
-def _lost(runner: Runner, trial: Trial, exc: Exception, runners: list[Runner], queues: dict, attempts: dict,
-          retries: int, store: Store, summary: Summary, on_outcome: OnOutcome) -> None:
-    """The runner's process or node died mid-trial: retry on another runner of the class, or record why not."""
-    log.warning("trial %s lost its worker (%s)", trial.trial_id, type(exc).__name__)
-    if runner.handle is not None:
-        runner.handle = None
-        queues_for_dead = runner.target
-        replacement = _replace(runner, runners)
-        if replacement is None and not any(r.handle is not None and r.target == queues_for_dead for r in runners):
-            log.warning("no runner left for %s", queues_for_dead)
-    if attempts[trial.trial_id] <= retries and any(r.handle is not None and r.target == trial.hardware for r in runners):
-        queues[trial.hardware].appendleft(trial)
-        return
-    _record(store, trial, {"status": "failed", "error_type": type(exc).__name__,
-                           "error": f"worker died {attempts[trial.trial_id]} time(s) running this trial: {exc}"[:4000],
-                           "attempt": attempts[trial.trial_id]}, summary, on_outcome)
-
-
-def _replace(dead: Runner, runners: list[Runner]) -> Runner | None:
-    """Start a runner on a surviving node of the same target if one has a free token; dead runners stay None."""
-    dead.in_flight = 0
-    free = _free_tokens(dead.target)
-    if not free:
-        return None
-    replacement = _start_on(free[0], dead.target)
-    runners.append(replacement)
-    return replacement
-
-
-def _free_tokens(target: str) -> list[Node]:
-    available = ray.available_resources()
-    if available.get(DEVICE_TOKEN, 0) < 1:
-        return []
-    return [n for n in nodes_for(target, live_nodes())]
-
-
-def _start_on(node: Node, target: str) -> Runner:
-    options: dict[str, Any] = {"resources": {DEVICE_TOKEN: 1},
-                               "scheduling_strategy": NodeAffinitySchedulingStrategy(node.node_id, soft=True)}
-    if not target.startswith("chip:"):
-        options["label_selector"] = {CLASS_LABEL: target}
-    return Runner(TrialRunner.options(**options).remote(), target)
-
-
-def _record(store: Store, trial: Trial, fields: dict[str, Any], summary: Summary, on_outcome: OnOutcome) -> None:
-    """A trial that never produced an outcome of its own still becomes exactly one row."""
-    import uuid
-
-    row = trial.describe() | {"run_id": uuid.uuid4().hex, "started_at": now(), "finished_at": now()} | fields
-    store.write_trial(trial.sweep, trial.trial_id, row, [])
-    summary.statuses[row["status"]] += 1
-    on_outcome(trial, row)
-
-
-def dashboard_url() -> str | None:
-    url = ray.get_runtime_context().dashboard_url if hasattr(ray.get_runtime_context(), "dashboard_url") else None
-    return url or os.environ.get("RAY_DASHBOARD_URL")
 
 
 def record_unsupported(unsupported: list[tuple[Trial, str]], store: Store, finished: dict[str, str],
                        on_outcome: OnOutcome) -> None:
     """Combinations the support matrix rules out become rows with the reason, once."""
-    summary = Summary()
+    dispatcher = Dispatcher(store, on_outcome, retries=0)
     for trial, reason in unsupported:
         if finished.get(trial.trial_id) != "unsupported":
-            _record(store, trial, {"status": "unsupported", "error": reason}, summary, on_outcome)
+            dispatcher._record(trial, {"status": "unsupported", "error": reason})

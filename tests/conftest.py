@@ -7,8 +7,18 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# Test-only families and the `probe` quantizer (tests/plugins/trials.py), in this process, the CLI processes
+# it starts, and every Ray worker those start (they inherit the environment).
+os.environ["QUANTSWEEP_PLUGINS"] = "tests.plugins.trials"
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
+def write_spec(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec))
+    return path
 
 
 def quantsweep(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -27,7 +27,7 @@ def samples(cache: WorkerCache) -> list[Utterance]:
 
 def transcriber(cache: WorkerCache, **eval_fields: object) -> WhisperTranscriber:
     loaded, _ = cache.model(TINY)
-    return WhisperTranscriber(loaded.model, loaded.processor, "cpu", torch.float32, EvalConfig(**eval_fields), "en")
+    return WhisperTranscriber(loaded.model, loaded.processor, "cpu", EvalConfig(**eval_fields), "en")
 
 
 def test_fp32_transcripts_are_exactly_plain_generate(cache: WorkerCache, samples: list[Utterance]) -> None:

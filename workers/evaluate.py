@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -58,11 +58,21 @@ class StageTimes:
         return self.features_s + self.encode_s + self.decode_s
 
 
+class Transcriber(Protocol):
+    """What evaluation needs of a model family: raw text and stage times for a batch of 16 kHz clips."""
+
+    def use(self, model: nn.Module) -> None:
+        """Transcribe with `model` from now on (the quantized copy replaces the float one)."""
+
+    def transcribe(self, audios: Sequence[np.ndarray]) -> tuple[list[str], StageTimes]: ...
+
+
 class WhisperTranscriber:
     """Audio -> raw text with transformers' own `generate`; batches, sorts and times but never changes text."""
 
-    def __init__(self, model: nn.Module, processor: Any, device: str, dtype: torch.dtype, config: EvalConfig, language: str):
-        self.model, self.processor, self.device, self.dtype, self.config = model, processor, device, dtype, config
+    def __init__(self, model: nn.Module, processor: Any, device: str, config: EvalConfig, language: str):
+        self.processor, self.device, self.config = processor, device, config
+        self.use(model)
         # English-only checkpoints take no language token; multilingual ones are told the dataset's language.
         self.generate_kwargs: dict[str, Any] = {"num_beams": config.num_beams}
         if config.max_new_tokens is not None:
@@ -73,6 +83,11 @@ class WhisperTranscriber:
         encoder = model.get_encoder()
         encoder.register_forward_pre_hook(self._encoder_started)
         encoder.register_forward_hook(self._encoder_finished)
+
+    def use(self, model: nn.Module) -> None:
+        self.model = model
+        # Features go in at the dtype of the first layer: fp16/bf16 baselines take cast features.
+        self.dtype = model.get_encoder().conv1.weight.dtype
 
     def _encoder_started(self, *_: Any) -> None:
         synchronize(self.device)
@@ -136,7 +151,7 @@ class Pass:
         return self.stages.total_s
 
 
-def run_pass(transcriber: WhisperTranscriber, utterances: Sequence[Utterance], batch_size: int) -> Pass:
+def run_pass(transcriber: Transcriber, utterances: Sequence[Utterance], batch_size: int) -> Pass:
     result = Pass()
     for batch in batches(utterances, batch_size):
         texts, times = transcriber.transcribe([u.audio for u in batch])
@@ -161,7 +176,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def evaluate(
-    transcriber: WhisperTranscriber, utterances: Sequence[Utterance], config: EvalConfig,
+    transcriber: Transcriber, utterances: Sequence[Utterance], config: EvalConfig,
     on_timed: Callable[[bool], None] = lambda started: None,
 ) -> Evaluation:
     """Warm up, time `timing_repeats` passes, take transcripts from the first, score them."""

@@ -15,6 +15,10 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_v
 CLASS_LABEL = "quantsweep/hw-class"
 CHIP_LABEL = "quantsweep/hw-chip"
 SIMULATED_LABEL = "quantsweep/simulated"
+# One unit per physical device (a GPU, an Apple SoC, a CPU node's cores): a trial runner holds one for its
+# whole life, so two timed trials never share a device.
+DEVICE_TOKEN = "quantsweep_device"
+CORES_ENV = "QUANTSWEEP_CORES"  # cores a node's trials are pinned to, e.g. "0-3" or "0,2"
 LIBRARIES = ("torch", "transformers", "ray", "torchao", "hqq", "bitsandbytes", "optimum-quanto", "jiwer")
 
 
@@ -116,3 +120,14 @@ def probe(simulate: str | None = None) -> Hardware:
         versions=library_versions(),
         simulated=simulated,
     )
+
+
+def pin_cores() -> None:
+    """Pin this process to the node's cores (QUANTSWEEP_CORES) so neighbours on other cores never share them."""
+    spec = os.environ.get(CORES_ENV)
+    if spec and hasattr(os, "sched_setaffinity"):
+        cores: set[int] = set()
+        for part in spec.split(","):
+            low, _, high = part.partition("-")
+            cores |= set(range(int(low), int(high or low) + 1))
+        os.sched_setaffinity(0, cores)

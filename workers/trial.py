@@ -15,10 +15,11 @@ import torch
 
 from workers.datasets import DatasetConfig, Utterance, load_utterances
 from workers.device import Device
-from workers.evaluate import EvalConfig, WhisperTranscriber, evaluate, peak_memory, run_pass, serialized_bytes
+from workers.evaluate import EvalConfig, evaluate, peak_memory, run_pass, serialized_bytes
 from workers.hardware import Hardware
 from workers.logs import TrialLog, captured
 from workers.models import LoadedModel, ModelConfig, load_model
+from workers.models.families import FAMILIES
 from workers.quantizers import QuantizationConfig, quantizer_for
 
 TRACEBACK_LINES = 12
@@ -143,18 +144,17 @@ def _measure(trial: Trial, device: Device, cache: WorkerCache, row: dict[str, An
     quantizer = quantizer_for(trial.quantization)
     with peak_memory(device.torch_device) as peak:
         model = copy.deepcopy(loaded.model).to(device.torch_device)
-        transcriber = WhisperTranscriber(model, loaded.processor, device.torch_device, torch.float32, trial.eval,
-                                         trial.dataset.language)
+        transcriber = FAMILIES[trial.model.family].transcriber(model, loaded.processor, device.torch_device,
+                                                               trial.eval, trial.dataset.language)
 
         def calibrate(m: torch.nn.Module) -> None:
-            transcriber.model = m
+            transcriber.use(m)
             run_pass(transcriber, [u for u in calibration if u.audio is not None], trial.eval.batch_size)
 
         started = time.perf_counter()
         quantized = quantizer.quantize(model, device, calibrate if calibration else None)
         row["quantize_s"] = time.perf_counter() - started
-        transcriber.model = quantized.model
-        transcriber.dtype = quantized.model.get_encoder().conv1.weight.dtype  # fp16/bf16 baselines take cast features
+        transcriber.use(quantized.model)
 
         def on_timed(starting: bool) -> None:
             row["timed_started_at" if starting else "timed_finished_at"] = now()

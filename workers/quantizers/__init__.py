@@ -5,21 +5,31 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
+from workers.plugins import load_plugins
 from workers.quantizers.base import QuantConfig, Quantizer
-from workers.quantizers.bnb import BnbConfig, BnbQuantizer
-from workers.quantizers.hqq import HqqConfig, HqqQuantizer
-from workers.quantizers.none import NoneConfig, NoneQuantizer
-from workers.quantizers.quanto import QuantoConfig, QuantoQuantizer
-from workers.quantizers.torch_dynamic import TorchConfig, TorchQuantizer
-from workers.quantizers.torchao import TorchaoConfig, TorchaoQuantizer
+from workers.quantizers.bnb import BnbQuantizer
+from workers.quantizers.hqq import HqqQuantizer
+from workers.quantizers.none import NoneQuantizer
+from workers.quantizers.quanto import QuantoQuantizer
+from workers.quantizers.torch_dynamic import TorchQuantizer
+from workers.quantizers.torchao import TorchaoQuantizer
 
 QUANTIZERS: dict[str, type[Quantizer]] = {
     q.library: q
     for q in (NoneQuantizer, TorchQuantizer, TorchaoQuantizer, HqqQuantizer, BnbQuantizer, QuantoQuantizer)
 }
 
+
+def register(quantizer: type[Quantizer]) -> type[Quantizer]:
+    """Add a library (from a plugin); it must be registered before the union below is built."""
+    QUANTIZERS[quantizer.library] = quantizer
+    return quantizer
+
+
+load_plugins()
+
 QuantizationConfig = Annotated[
-    Union[NoneConfig, TorchConfig, TorchaoConfig, HqqConfig, BnbConfig, QuantoConfig],
+    Union[tuple(q.config_type for q in QUANTIZERS.values())],  # type: ignore[valid-type]
     Field(discriminator="library"),
 ]
 

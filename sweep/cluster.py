@@ -1,0 +1,164 @@
+"""Cluster room: start Ray head and worker nodes labelled with their hardware, and a local several-node cluster."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from workers.hardware import CORES_ENV, DEVICE_TOKEN, Hardware, probe
+from workers.models import cache_root
+
+# Token authentication on every process of a cluster: a node without the head's token cannot join.
+AUTH_ENV = {"RAY_AUTH_MODE": "token"}
+
+
+def device_tokens(hardware: Hardware) -> int:
+    """One timing token per physical device: each GPU, else the node as one device."""
+    if hardware.hw_class == "cuda" and not hardware.simulated:
+        import torch
+
+        return torch.cuda.device_count()
+    return 1
+
+
+def ray_start_args(hardware: Hardware, address: str | None, extra_labels: dict[str, str], tokens: int,
+                   port: int | None = None, bind: str = "127.0.0.1", block: bool = False,
+                   num_cpus: int | None = None) -> list[str]:
+    labels = hardware.labels() | extra_labels
+    args = [sys.executable, "-m", "ray.scripts.scripts", "start", "--disable-usage-stats",
+            f"--labels={','.join(f'{k}={v}' for k, v in labels.items())}",
+            f"--resources={json.dumps({DEVICE_TOKEN: tokens})}"]
+    if address:
+        args.append(f"--address={address}")
+    else:
+        args += ["--head", f"--port={port or 6379}", "--include-dashboard=false"]
+    if bind:
+        args.append(f"--node-ip-address={bind}")
+    if num_cpus is not None:
+        args.append(f"--num-cpus={num_cpus}")
+    if block:
+        args.append("--block")
+    return args
+
+
+def parse_labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"--label {pair!r}: write key=value")
+        labels[key] = value
+    return labels
+
+
+def node_environment(cores: str | None = None) -> dict[str, str]:
+    env = os.environ | AUTH_ENV
+    if cores:
+        env[CORES_ENV] = cores
+    return env
+
+
+@dataclass
+class LocalCluster:
+    """What `cluster local` started: the process group of each node, so `cluster down` stops only those."""
+
+    address: str
+    groups: dict[str, int] = field(default_factory=dict)  # node name -> process group id
+    logs: str = ""
+
+    @staticmethod
+    def state_file() -> Path:
+        return cache_root() / "cluster-local.json"
+
+    def save(self) -> None:
+        self.state_file().parent.mkdir(parents=True, exist_ok=True)
+        self.state_file().write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls) -> LocalCluster | None:
+        path = cls.state_file()
+        return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> int:
+    # Each node in its own session: killing its process group stops that node and nothing else.
+    with open(log, "ab") as out:
+        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    return process.pid
+
+
+def start_local(classes: list[str], cpus_per_node: int = 1, timeout_s: float = 60.0) -> LocalCluster:
+    """A head with no device token plus one worker node per listed class, all on this machine."""
+    if LocalCluster.load():
+        raise RuntimeError(f"a local cluster is already up ({LocalCluster.state_file()}); `quantsweep cluster down` first")
+    port = free_port()
+    logs = cache_root() / f"cluster-local-{port}"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = node_environment()
+    real = probe()
+    head = ray_start_args(real, None, {}, tokens=0, port=port, block=True, num_cpus=0)
+    cluster = LocalCluster(address=f"127.0.0.1:{port}", logs=str(logs))
+    cluster.groups["head"] = _spawn(head, env, logs / "head.log")
+    cluster.save()
+    _wait_for(cluster.address, nodes=1, timeout_s=timeout_s)
+    for i, hw_class in enumerate(classes):
+        hardware = probe(simulate=hw_class)
+        args = ray_start_args(hardware, cluster.address, {}, tokens=1, block=True, num_cpus=cpus_per_node)
+        name = f"{i}-{hw_class}"
+        cluster.groups[name] = _spawn(args, env, logs / f"{name}.log")
+        cluster.save()
+    _wait_for(cluster.address, nodes=1 + len(classes), timeout_s=timeout_s)
+    return cluster
+
+
+def _wait_for(address: str, nodes: int, timeout_s: float) -> None:
+    """Poll the cluster from a throwaway process until `nodes` are alive (a driver here would pin the session)."""
+    probe_code = ("import ray,sys; ray.init(address=sys.argv[1], log_to_driver=False, logging_level='ERROR'); "
+                  "print(sum(1 for n in ray.nodes() if n['Alive']))")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = subprocess.run([sys.executable, "-c", probe_code, address], capture_output=True, text=True,
+                              env=node_environment())
+        if done.returncode == 0 and done.stdout.strip().isdigit() and int(done.stdout.strip()) >= nodes:
+            return
+        time.sleep(1.0)
+    raise TimeoutError(f"cluster at {address} did not reach {nodes} live nodes in {timeout_s:.0f} s")
+
+
+def stop_local() -> list[str]:
+    """Kill the process groups `cluster local` started, workers first; nothing else on the machine."""
+    cluster = LocalCluster.load()
+    if cluster is None:
+        return []
+    stopped = []
+    for name, group in sorted(cluster.groups.items(), key=lambda kv: kv[0] == "head"):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        stopped.append(name)
+    LocalCluster.state_file().unlink()
+    return stopped
+
+
+def kill_node(name: str) -> None:
+    """kill -9 every process of one local node (fault-tolerance tests and demos)."""
+    cluster = LocalCluster.load()
+    if cluster is None or name not in cluster.groups:
+        raise KeyError(f"no local node {name!r}")
+    os.killpg(cluster.groups[name], signal.SIGKILL)

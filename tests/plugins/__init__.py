@@ -1,0 +1,1 @@
+"""Test-only plugins (loaded through QUANTSWEEP_PLUGINS): small models and trials that sleep or crash."""

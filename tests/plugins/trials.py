@@ -1,0 +1,100 @@
+"""Test plugin: a small random Whisper family, a no-op family, and a `probe` quantizer that sleeps or crashes.
+
+`tiny-whisper` is a randomly initialised 2-layer Whisper with tiny.en's real tokenizer and feature extractor:
+real transformers code and real quantizers, fast enough for multi-node tests. `noop` transcribes nothing
+in no time, for measuring the scheduler itself.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from workers.device import Device
+from workers.evaluate import EvalConfig, StageTimes
+from workers.models import ModelConfig
+from workers.models.families import FAMILIES, Whisper
+from workers.quantizers import register
+from workers.quantizers.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, count_params
+
+
+class TinyWhisper(Whisper):
+    def locate(self, config: ModelConfig) -> str:
+        return super().locate(config.model_copy(update={"family": "whisper"}))
+
+    def load(self, path: str) -> tuple[nn.Module, Any]:
+        from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
+
+        torch.manual_seed(0)
+        config = WhisperConfig(vocab_size=51864, d_model=64, encoder_layers=2, decoder_layers=2,
+                               encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128,
+                               decoder_ffn_dim=128, max_source_positions=1500, max_target_positions=448,
+                               decoder_start_token_id=50257, eos_token_id=50256, pad_token_id=50256)
+        model = WhisperForConditionalGeneration(config)
+        model.generation_config = GenerationConfig.from_pretrained(path)
+        return model, WhisperProcessor.from_pretrained(path)
+
+
+class NoopTranscriber:
+    def __init__(self, sleep_s: float):
+        self.sleep_s = sleep_s
+
+    def use(self, model: nn.Module) -> None:
+        self.sleep_s = getattr(model, "probe_sleep_s", self.sleep_s)
+
+    def transcribe(self, audios: list[np.ndarray]) -> tuple[list[str], StageTimes]:
+        started = time.perf_counter()
+        time.sleep(self.sleep_s)
+        return ["" for _ in audios], StageTimes(decode_s=time.perf_counter() - started)
+
+
+class Noop:
+    def locate(self, config: ModelConfig) -> str:
+        return "noop"
+
+    def load(self, path: str) -> tuple[nn.Module, Any]:
+        return nn.Linear(4, 4), None
+
+    def transcriber(self, model: nn.Module, processor: Any, device: str, config: EvalConfig,
+                    language: str) -> NoopTranscriber:
+        return NoopTranscriber(getattr(model, "probe_sleep_s", 0.0))
+
+
+FAMILIES["tiny-whisper"] = TinyWhisper()
+FAMILIES["noop"] = Noop()
+
+
+class ProbeConfig(QuantConfig):
+    library: Literal["probe"] = "probe"
+    sleep_s: float = Field(0.0, ge=0, description="seconds the transcriber sleeps per batch (a stand-in for work)")
+    crash: Literal["none", "raise", "segfault"] = "none"
+    crash_on: str = Field("*", description="only crash on nodes of this hardware class")
+
+    def describe(self) -> Description:
+        return Description("probe")
+
+    def label(self) -> str:
+        return self.name or f"probe-{self.crash}"
+
+
+@register
+class ProbeQuantizer(Quantizer):
+    library: ClassVar[str] = "probe"
+    config_type: ClassVar[type[QuantConfig]] = ProbeConfig
+    config: ProbeConfig
+
+    def quantize(self, model: nn.Module, device: Device, calibrate: Calibrate | None = None) -> QuantizedModel:
+        cfg = self.config
+        if cfg.crash_on in ("*", device.hw_class):
+            if cfg.crash == "raise":
+                raise RuntimeError("probe quantizer raised on purpose")
+            if cfg.crash == "segfault":
+                os.kill(os.getpid(), signal.SIGSEGV)
+        model.probe_sleep_s = cfg.sleep_s
+        return QuantizedModel(model, 0, 0, count_params(model))

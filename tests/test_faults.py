@@ -1,0 +1,109 @@
+"""Faults on the embedded Ray: crashing trials, a killed driver, two drivers on one results directory, URIs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import ROOT, quantsweep, write_spec
+from results.store import Store
+
+
+def probe_spec(name: str, results: Path, entries: list[dict], **extra: object) -> dict:
+    return {
+        "sweep": name, "results": str(results),
+        "models": [{"name": "noop", "family": "noop", "local": str(ROOT)}],
+        "quantization": [{"library": "probe", **e} for e in entries],
+        "datasets": [{"name": "one", "source": "samples", "max_utterances": 1}],
+        "eval": {"warmup_utterances": 0},
+    } | extra
+
+
+def rows(results: Path | str, sweep: str) -> list[dict]:
+    return Store(str(results)).read("trials", sweep).to_pylist()
+
+
+def test_raising_and_segfaulting_trials_become_rows_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    entries = [{"name": "fine"}, {"name": "raises", "crash": "raise"}, {"name": "segfaults", "crash": "segfault"},
+               {"name": "fine-too", "sleep_s": 0.01}]
+    spec = write_spec(tmp_path / "s.yaml", probe_spec("crashy", tmp_path / "r", entries))
+    done = quantsweep("run", str(spec), "--retries", "1")
+    by_name = {r["quantization"]: r for r in rows(tmp_path / "r", "crashy")}
+    assert by_name["fine"]["status"] == by_name["fine-too"]["status"] == "ok"
+    assert by_name["raises"]["status"] == "failed" and by_name["raises"]["error_type"] == "RuntimeError"
+    assert "raised on purpose" in by_name["raises"]["error"] and "Traceback" in by_name["raises"]["error"]
+    segv = by_name["segfaults"]
+    assert segv["status"] == "failed" and segv["attempt"] == 2, segv
+    assert "died 2 time(s)" in segv["error"]
+    assert "2 ok" in done.stderr and "2 failed" in done.stderr
+
+
+def test_killed_driver_resumes_without_recomputing(tmp_path: Path) -> None:
+    entries = [{"name": f"t{i}", "sleep_s": 0.4} for i in range(12)]
+    spec = write_spec(tmp_path / "s.yaml", probe_spec("resume", tmp_path / "r", entries))
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(spec)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    trial_dir = tmp_path / "r" / "table=trials" / "sweep=resume"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(trial_dir.glob("*.parquet"))) < 4:
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, as a crash would
+    driver.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in trial_dir.glob("*.parquet")}
+    assert 4 <= len(finished) < 12
+    assert not list(trial_dir.glob("*.tmp")) or all(p.suffix == ".tmp" for p in trial_dir.glob("*.tmp"))
+    done = quantsweep("run", str(spec))
+    assert f"{len(finished)} already done, {12 - len(finished)} to run" in done.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in trial_dir.glob("*.parquet")}
+    assert len(after) == 12
+    assert all(after[name] == mtime for name, mtime in finished.items()), "a finished trial was recomputed"
+    assert sorted(r["status"] for r in rows(tmp_path / "r", "resume")) == ["ok"] * 12
+
+
+def test_retry_failed_runs_only_failed_trials(tmp_path: Path) -> None:
+    spec_data = probe_spec("retry", tmp_path / "r", [{"name": "ok"}, {"name": "bad", "crash": "raise"}])
+    spec = write_spec(tmp_path / "s.yaml", spec_data)
+    quantsweep("run", str(spec))
+    done = quantsweep("run", str(spec), "--retry-failed")
+    assert "1 already done, 1 to run" in done.stderr
+
+
+def test_two_drivers_on_one_results_directory(tmp_path: Path) -> None:
+    entries = [{"name": f"t{i}", "sleep_s": 0.05} for i in range(8)]
+    spec = write_spec(tmp_path / "s.yaml", probe_spec("shared", tmp_path / "r", entries))
+    drivers = [subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(spec), "--rerun"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for d in drivers:
+        assert d.wait(timeout=300) == 0, d.stderr.read()
+    found = rows(tmp_path / "r", "shared")
+    assert len(found) >= 8 and {r["trial_id"] for r in found} == {r["trial_id"] for r in found[:8]} | {
+        r["trial_id"] for r in found}
+    out = json.loads(quantsweep("query", "--results", str(tmp_path / "r"), "--format", "json",
+                                "SELECT trial_id, count(*) AS n FROM trials GROUP BY 1").stdout)
+    assert len(out) == 8 and all(r["n"] == 1 for r in out)
+    assert not list((tmp_path / "r").rglob("*.tmp"))
+
+
+def test_results_on_a_filesystem_uri(tmp_path: Path) -> None:
+    uri = f"file://{tmp_path / 'uri-results'}"
+    spec = write_spec(tmp_path / "s.yaml", probe_spec("uri", uri, [{"name": "a"}, {"name": "b"}]))
+    quantsweep("run", str(spec))
+    assert len(list((tmp_path / "uri-results" / "table=trials" / "sweep=uri").glob("*.parquet"))) == 2
+    out = json.loads(quantsweep("query", "--results", uri, "--format", "json",
+                                "SELECT count(*) AS n FROM trials WHERE status = 'ok'").stdout)
+    assert out == [{"n": 2}]
+
+
+def test_targeted_class_with_no_node_is_no_capacity(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "s.yaml", probe_spec("nocap", tmp_path / "r", [{"name": "a"}], hardware=["arm-cpu"]))
+    plan = quantsweep("plan", str(spec))
+    assert "arm-cpu" in plan.stdout
+    started = time.monotonic()
+    quantsweep("run", str(spec), "--wait-timeout", "2")
+    assert time.monotonic() - started >= 2
+    [row] = rows(tmp_path / "r", "nocap")
+    assert row["status"] == "no_capacity" and "arm-cpu" in row["error"]
