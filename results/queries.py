@@ -61,6 +61,7 @@ def connect(store: Store, scoring: str = "latest", resamples: int = DEFAULT_RESA
         raise QueryError(f"{store.root}: DuckDB reads local results directories; sync remote ones first")
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # the CLI's output is the tables, not DuckDB's progress
     con.execute("CREATE TABLE settings AS SELECT ?::VARCHAR AS scoring, ?::INTEGER AS resamples, ?::BIGINT AS seed",
                 [scoring, resamples, seed])
     for table in TABLES:

@@ -223,15 +223,11 @@ def worker_start(
 @app.command()
 def workers(address: Optional[str] = typer.Option(None, "--address")) -> None:
     """List the live nodes with their hardware labels and free device tokens."""
-    import ray
-
     from sweep import scheduler
 
     scheduler.connect(address or "auto")
-    free = ray.available_resources()
-    rows = [(n.node_id[:12], n.hw_class, n.chip, n.tokens) for n in scheduler.live_nodes()]
-    print(render(("node", "hw_class", "hw_chip", "tokens"), rows, "table"))
-    console.print(f"free device tokens: {free.get(scheduler.DEVICE_TOKEN, 0):g}")
+    rows = [(n.node_id[:12], n.hw_class, n.chip, n.simulated, n.tokens, n.free_tokens) for n in scheduler.live_nodes()]
+    print(render(("node", "hw_class", "hw_chip", "simulated", "tokens", "free_tokens"), rows, "table"))
 
 
 @cluster_app.command("local")

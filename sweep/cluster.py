@@ -113,14 +113,19 @@ def start_local(classes: list[str], cpus_per_node: int = 1, timeout_s: float = 6
     cluster = LocalCluster(address=f"127.0.0.1:{port}", logs=str(logs))
     cluster.groups["head"] = _spawn(head, env, logs / "head.log")
     cluster.save()
-    _wait_for(cluster.address, nodes=1, timeout_s=timeout_s)
-    for i, hw_class in enumerate(classes):
-        hardware = probe(simulate=hw_class)
-        args = ray_start_args(hardware, cluster.address, {}, tokens=1, block=True, num_cpus=cpus_per_node)
-        name = f"{i}-{hw_class}"
-        cluster.groups[name] = _spawn(args, env, logs / f"{name}.log")
-        cluster.save()
-    _wait_for(cluster.address, nodes=1 + len(classes), timeout_s=timeout_s)
+    try:
+        _wait_for(cluster.address, nodes=1, timeout_s=timeout_s)
+        for i, hw_class in enumerate(classes):
+            hardware = probe(simulate=hw_class)
+            args = ray_start_args(hardware, cluster.address, {}, tokens=1, block=True, num_cpus=cpus_per_node)
+            name = f"{i}-{hw_class}"
+            cluster.groups[name] = _spawn(args, env, logs / f"{name}.log")
+            cluster.save()
+            # One node at a time: raylets starting together on a small machine time out against the GCS.
+            _wait_for(cluster.address, nodes=2 + i, timeout_s=timeout_s)
+    except BaseException:
+        stop_local()
+        raise
     return cluster
 
 

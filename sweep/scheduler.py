@@ -18,7 +18,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from results.store import Store  # noqa: E402
-from workers.hardware import CHIP_LABEL, CLASS_LABEL, DEVICE_TOKEN, Hardware, pin_cores, probe  # noqa: E402
+from workers.hardware import CHIP_LABEL, CLASS_LABEL, DEVICE_TOKEN, SIMULATED_LABEL, Hardware, pin_cores, probe  # noqa: E402
 from workers.trial import Trial, TrialOutcome, WorkerCache, now, run_trial  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -47,16 +47,22 @@ class Node:
     node_id: str
     hw_class: str
     chip: str
+    simulated: bool
     tokens: int
+    free_tokens: int
 
 
 def live_nodes() -> list[Node]:
+    """Alive nodes that offer device tokens, with their hardware labels and how many tokens are free."""
+    free = {node_id: resources.get(DEVICE_TOKEN, 0)
+            for node_id, resources in ray._private.state.available_resources_per_node().items()}
     nodes = []
     for n in ray.nodes():
         labels = n.get("Labels", {}) or {}
         tokens = int(n.get("Resources", {}).get(DEVICE_TOKEN, 0))
         if n.get("Alive") and tokens and CLASS_LABEL in labels:
-            nodes.append(Node(n["NodeID"], labels[CLASS_LABEL], labels.get(CHIP_LABEL, ""), tokens))
+            nodes.append(Node(n["NodeID"], labels[CLASS_LABEL], labels.get(CHIP_LABEL, ""),
+                              labels.get(SIMULATED_LABEL) == "true", tokens, int(free.get(n["NodeID"], 0))))
     return nodes
 
 

@@ -1,0 +1,109 @@
+"""Several real Ray nodes on this machine, labelled cuda, apple and x86-cpu (simulated: all run on the CPU)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, quantsweep, write_spec
+from results.store import Store
+from sweep.cluster import LocalCluster, kill_node
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """cuda, apple and two x86-cpu nodes (the second x86 node is the survivor when the first is killed)."""
+    done = quantsweep("cluster", "local", "--nodes", "cuda,apple,x86-cpu,x86-cpu", timeout=300)
+    address = done.stdout.strip().splitlines()[-1]
+    yield address
+    quantsweep("cluster", "down")
+    assert LocalCluster.load() is None
+
+
+def tiny_spec(name: str, results: Path, quantization: list[dict], hardware: list[str]) -> dict:
+    return {
+        "sweep": name, "results": str(results),
+        "models": [{"name": "tiny-random", "family": "tiny-whisper", "packaged": "whisper-tiny.en"}],
+        "quantization": quantization,
+        "datasets": [{"name": "samples", "source": "samples", "max_utterances": 2}],
+        "hardware": hardware,
+        "eval": {"max_new_tokens": 4, "warmup_utterances": 0},
+    }
+
+
+def test_workers_lists_labelled_nodes(cluster: str) -> None:
+    out = quantsweep("workers", "--address", cluster).stdout
+    lines = {hw_class: [line for line in out.splitlines() if f" {hw_class} " in line]
+             for hw_class in ("cuda", "apple", "x86-cpu")}
+    assert [len(v) for v in lines.values()] == [1, 1, 2]
+    assert all("True" in line for line in lines["cuda"] + lines["apple"])
+    assert all("False" in line for line in lines["x86-cpu"])
+
+
+def test_every_trial_lands_on_its_class_and_unsupported_ones_are_rows(cluster: str, tmp_path: Path) -> None:
+    quantization = [
+        {"library": "none"},
+        {"library": "torch", "scheme": "dynamic-int8"},  # CPU only: unsupported on cuda and apple
+        {"library": "quanto", "weights": "float8"},  # no float8 on MPS: unsupported on apple
+        {"library": "hqq", "weight_bits": 4, "group_size": 32},
+    ]
+    spec = write_spec(tmp_path / "s.yaml", tiny_spec("routing", tmp_path / "r", quantization, ["all"]))
+    quantsweep("run", str(spec), "--address", cluster)
+    rows = Store(str(tmp_path / "r")).read("trials", "routing").to_pylist()
+    grid = {(r["quantization"], r["hw_class"]): r for r in rows}
+    assert len(rows) == 4 * 3 == len(grid)
+    unsupported = {k for k, r in grid.items() if r["status"] == "unsupported"}
+    assert unsupported == {("torch-dynamic-int8", "cuda"), ("torch-dynamic-int8", "apple"), ("quanto-wf8", "apple")}
+    assert all(grid[k]["error"] for k in unsupported)
+    ran = [r for k, r in grid.items() if k not in unsupported]
+    assert all(r["status"] == "ok" for r in ran), [(r["quantization"], r["error"]) for r in ran]
+    nodes = _nodes(cluster)
+    for r in ran:
+        # The row's labels come from the node it ran on; that node must carry the targeted class.
+        assert nodes[r["node_id"]] == r["hw_class"]
+        assert r["hw_simulated"] == (r["hw_class"] != "x86-cpu")
+        assert r["timing_exclusive"] is True
+    # Timed phases on one node (one device token) never overlap.
+    by_node: dict[str, list] = defaultdict(list)
+    for r in ran:
+        by_node[r["node_id"]].append((r["timed_started_at"], r["timed_finished_at"]))
+    for spans in by_node.values():
+        spans.sort()
+        assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
+
+
+def _nodes(address: str) -> dict[str, str]:
+    code = ("import json,sys; from sweep import scheduler; scheduler.connect(sys.argv[1]); "
+            "print(json.dumps({n.node_id: n.hw_class for n in scheduler.live_nodes()}))")
+    done = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, cwd=ROOT, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_killed_worker_node_mid_sweep(cluster: str, tmp_path: Path) -> None:
+    quantization = [{"library": "probe", "name": f"t{i}", "sleep_s": 0.5} for i in range(12)]
+    spec = tiny_spec("killed", tmp_path / "r", quantization, ["x86-cpu"])
+    spec["models"] = [{"name": "noop", "family": "noop", "local": str(ROOT)}]
+    path = write_spec(tmp_path / "s.yaml", spec)
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(path), "--address", cluster],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    trial_dir = tmp_path / "r" / "table=trials" / "sweep=killed"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(trial_dir.glob("*.parquet"))) < 3:
+        time.sleep(0.1)
+    victim = next(name for name in LocalCluster.load().groups if name.endswith("x86-cpu"))
+    kill_node(victim)  # kill -9 every process of that node
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err[-3000:]
+    rows = Store(str(tmp_path / "r")).read("trials", "killed").to_pylist()
+    assert sorted(r["quantization"] for r in rows) == sorted(f"t{i}" for i in range(12))
+    assert all(r["status"] == "ok" for r in rows), [(r["quantization"], r["error"]) for r in rows]
+    assert len({r["node_id"] for r in rows}) == 2, "work should have run on both x86 nodes before and after the kill"
+    counted = json.loads(quantsweep("query", "--results", str(tmp_path / "r"), "--format", "json",
+                                    "SELECT count(*) AS n, count(DISTINCT trial_id) AS d FROM trials").stdout)
+    assert counted == [{"n": 12, "d": 12}]
