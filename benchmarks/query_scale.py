@@ -10,8 +10,10 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from results.queries import connect, fetch
 from results.statcache import fill
@@ -22,6 +24,7 @@ from results.tables import cross_hardware
 MODELS = ["tiny", "base", "small", "medium", "large"]
 HW_CLASSES = ["x86-cpu", "arm-cpu", "cuda", "apple"]
 DATASETS = ["clean", "other", "ami", "tedlium", "voxpopuli"]
+T = TypeVar("T")
 
 
 def quantizations(n: int) -> tuple[Quantization, ...]:
@@ -40,11 +43,11 @@ def generate(root: str, model: str, per_grid: int, utterances: int) -> int:
                           utterances=utterances, seed=MODELS.index(model)))
 
 
-def timed(label: str, figures: dict[str, float], action, unit_note: str = ""):  # noqa: ANN001
+def timed(label: str, figures: dict[str, float], action: Callable[[], T]) -> T:
     started = time.perf_counter()
     result = action()
     figures[label] = round(time.perf_counter() - started, 3)
-    print(f"{label}: {figures[label]:.3f} s{unit_note}", flush=True)
+    print(f"{label}: {figures[label]:.3f} s", flush=True)
     return result
 
 
@@ -72,11 +75,12 @@ def main() -> None:
         computed = timed("bootstrap_all_s", figures, lambda: fill(con, store))
         print(f"  bootstrap CIs and paired tests of {computed} runs, 1000 resamples each")
         con = timed("connect_cached_s", figures, lambda: connect(store))
-        _, board = timed("leaderboard_s", figures, lambda: fetch(con, "SELECT * FROM leaderboard ORDER BY "
-                                                                      "dataset, hw_class, rank"))
+        columns, board = timed("leaderboard_s", figures, lambda: fetch(con, "SELECT * FROM leaderboard ORDER BY "
+                                                                            "dataset, hw_class, rank"))
+        with_ci = sum(r[columns.index("wer_ci_low")] is not None for r in board)
         _, front = timed("pareto_s", figures, lambda: fetch(con, "SELECT * FROM pareto"))
         tables = timed("cross_hardware_s", figures, lambda: cross_hardware(con))
-        print(f"  leaderboard {len(board)} rows, {sum(r[0] is not None for r in board)} with CIs; "
+        print(f"  leaderboard {len(board)} rows, {with_ci} with CIs; "
               f"Pareto {len(front)} front points; cross-hardware {sum(len(t.rows) for t in tables)} rows")
         again = timed("compact_again_s", figures, store.compact)
         print(f"  second compaction merged {again.merged_files} files")

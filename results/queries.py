@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import time
-from importlib import resources
 from collections.abc import Callable
+from importlib import resources
 from typing import Any, TypeVar
 
 import duckdb
@@ -43,7 +43,7 @@ def _files_view(con: duckdb.DuckDBPyConnection, store: Store, table: str) -> Non
     if any(root.glob("*/*.parquet")):
         glob = str(root / "*" / "*.parquet").replace("'", "''")
         # No hive partitioning: every file carries its sweep, and a sweep named "2024" must stay text.
-        sources.append(f"SELECT * FROM read_parquet('{glob}', union_by_name = true)")
+        sources.append(f"SELECT * FROM read_parquet('{glob}', union_by_name = true, hive_partitioning = false)")
     kind = "TABLE" if table in MATERIALIZED else "VIEW"
     _retrying(lambda: con.execute(f"CREATE OR REPLACE {kind} {table}_files AS " + " UNION ALL BY NAME ".join(sources)))
     if table in MATERIALIZED:

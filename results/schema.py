@@ -67,6 +67,7 @@ TRIALS = pa.schema(
         ("load_s", pa.float64()),
         ("model_reused", pa.bool_()),  # the worker had the model in memory already (load_s is its first load)
         ("quantize_s", pa.float64()),
+        ("quantized_reused", pa.bool_()),  # the worker reused this quantization from a trial on another dataset
         ("calibrate_s", pa.float64()),
         ("eval_s", pa.float64()),
         ("compute_s", pa.float64()),

@@ -190,12 +190,12 @@ class Store:
     def _compact_sweep(self, table: str, directory: Path, report: Compaction) -> None:
         for leftover in directory.glob(f"*{MERGING_SUFFIX}"):  # a compaction that died mid-delete
             os.rename(leftover, _set_aside(leftover))
-        candidates = [p for p in sorted(directory.glob("*.parquet"))
-                      if not p.name.startswith(PART_PREFIX) or p.stat().st_size < SETTLED_PART_BYTES]
-        if not any(not p.name.startswith(PART_PREFIX) for p in candidates) and len(candidates) <= 1:
-            return  # already compact
         # Identity before reading: if a file changes after this, the delete check sees it and keeps it.
-        merged = {p: ident for p in candidates if (ident := _identity(p)) is not None}
+        found = {p: ident for p in sorted(directory.glob("*.parquet")) if (ident := _identity(p)) is not None}
+        merged = {p: ident for p, ident in found.items()
+                  if not p.name.startswith(PART_PREFIX) or ident[1] < SETTLED_PART_BYTES}
+        if all(p.name.startswith(PART_PREFIX) for p in merged) and len(merged) <= 1:
+            return  # already compact
         rows = self._read_files(table, list(merged))
         self._write(rows, str(directory), f"{PART_PREFIX}{uuid.uuid4().hex}")
         report.part_files += 1
@@ -237,5 +237,7 @@ def read_conformed(table: str, paths: list[Path]) -> pa.Table:
     if not parts:
         return schema.empty_table()
     rows = pa.concat_tables(parts, promote_options="permissive")
+    # one chunk per column: a table of a thousand tiny chunks is slow to send between processes and to scan
+    rows = rows.combine_chunks()
     return pa.table({f.name: rows[f.name].cast(f.type) if f.name in rows.column_names
                      else pa.nulls(rows.num_rows, f.type) for f in schema}, schema=schema)

@@ -9,7 +9,7 @@ from typing import Optional
 import duckdb
 import typer
 
-from results.queries import QueryError, connect
+from results.queries import QueryError, connect, scorings
 from results.render import FORMATS, render_tables
 from results.statcache import fill
 from results.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
@@ -45,12 +45,14 @@ def open_results(results: str, scoring: str = "latest", resamples: int = DEFAULT
                  seed: int = DEFAULT_SEED) -> tuple[Store, duckdb.DuckDBPyConnection]:
     """The views over a results directory, with the bootstrap statistics of every run filled in."""
     store = Store(results)
-    if store.local_path is None or not store.local_path.is_dir():
-        raise _fail(f"--results {results}: no such local results directory")
     try:
         con = connect(store, scoring, resamples, seed)
     except QueryError as exc:
         raise _fail(str(exc)) from None
+    known = scorings(con)
+    if scoring not in ("latest", "original") and known and not any(
+            scoring == version or version.split("@")[0] == scoring for version in known):
+        raise _fail(f"--scoring {scoring!r}: this results directory has {', '.join(known)}")
     computed = fill(con, store)
     if computed:
         console.print(f"bootstrap statistics computed for {computed} runs ({resamples} resamples, seed {seed})")

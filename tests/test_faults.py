@@ -107,3 +107,22 @@ def test_targeted_class_with_no_node_is_no_capacity(tmp_path: Path) -> None:
     assert time.monotonic() - started >= 2
     [row] = rows(tmp_path / "r", "nocap")
     assert row["status"] == "no_capacity" and "arm-cpu" in row["error"]
+
+
+def test_worker_reuses_loaded_model_and_quantization_across_datasets(tmp_path: Path) -> None:
+    spec = {
+        "sweep": "reuse", "results": str(tmp_path / "r"),
+        "models": [{"name": "tiny-random", "family": "tiny-whisper", "packaged": "whisper-tiny.en"}],
+        "quantization": [{"library": "hqq", "weight_bits": 4, "group_size": 32}, {"library": "none"}],
+        "datasets": [{"name": "a", "source": "samples", "max_utterances": 1},
+                     {"name": "b", "source": "samples", "max_utterances": 2}],
+        "eval": {"max_new_tokens": 4, "warmup_utterances": 0},
+    }
+    done = quantsweep("run", str(write_spec(tmp_path / "s.yaml", spec)))
+    found = sorted(rows(tmp_path / "r", "reuse"), key=lambda r: r["started_at"])
+    assert [r["status"] for r in found] == ["ok"] * 4
+    assert [r["model_reused"] for r in found] == [False, True, True, True]
+    assert [(r["quantization"], r["quantized_reused"]) for r in found] == [
+        ("hqq-w4-g32", False), ("hqq-w4-g32", True), ("fp32", False), ("fp32", True)]
+    assert found[1]["quantize_s"] == found[0]["quantize_s"]  # the reused row reports the one quantization
+    assert "models loaded 1x" in done.stderr

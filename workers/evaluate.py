@@ -80,9 +80,6 @@ class WhisperTranscriber:
         if getattr(model.generation_config, "is_multilingual", False):
             self.generate_kwargs.update(language=language, task="transcribe")
         self._encoder_s = 0.0
-        encoder = model.get_encoder()
-        encoder.register_forward_pre_hook(self._encoder_started)
-        encoder.register_forward_hook(self._encoder_finished)
 
     def use(self, model: nn.Module) -> None:
         self.model = model
@@ -117,10 +114,18 @@ class WhisperTranscriber:
         synchronize(self.device)
         times.features_s = time.perf_counter() - started
         self._encoder_s = 0.0
+        # Hooks live only for this call: a model reused by later trials carries none of ours.
+        encoder = self.model.get_encoder()
+        hooks = [encoder.register_forward_pre_hook(self._encoder_started),
+                 encoder.register_forward_hook(self._encoder_finished)]
         started = time.perf_counter()
-        with torch.no_grad():
-            ids = self.model.generate(features, **self.generate_kwargs, **extra)
-        synchronize(self.device)
+        try:
+            with torch.no_grad():
+                ids = self.model.generate(features, **self.generate_kwargs, **extra)
+            synchronize(self.device)
+        finally:
+            for hook in hooks:
+                hook.remove()
         generate_s = time.perf_counter() - started
         times.encode_s = self._encoder_s
         times.decode_s = generate_s - self._encoder_s

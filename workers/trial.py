@@ -8,6 +8,7 @@ import os
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from workers.logs import TrialLog, captured
 from workers.models import LoadedModel, ModelConfig, load_model
 from workers.models.families import FAMILIES
 from workers.quantizers import QuantizationConfig, quantizer_for
+from workers.quantizers.base import QuantizedModel
 
 TRACEBACK_LINES = 12
 
@@ -81,6 +83,8 @@ class WorkerCache:
     models: dict[ModelConfig, LoadedModel] = field(default_factory=dict)
     baseline_bytes: dict[ModelConfig, int] = field(default_factory=dict)
     datasets: dict[DatasetConfig, list[Utterance]] = field(default_factory=dict)
+    # The last quantized model: trials of one quantization on several datasets quantize once (one kept, for memory).
+    last_quantized: tuple[tuple, QuantizedModel, float] | None = None
     model_loads: int = 0
 
     def model(self, config: ModelConfig) -> tuple[LoadedModel, bool]:
@@ -90,6 +94,18 @@ class WorkerCache:
             self.model_loads += 1
             self.baseline_bytes[config] = serialized_bytes(self.models[config].model)
         return self.models[config], reused
+
+    def quantized(self, trial: Trial, device: Device,
+                  quantize: Callable[[], QuantizedModel]) -> tuple[QuantizedModel, float, bool]:
+        """(quantized model, seconds its quantization took, whether it was reused from an earlier trial)."""
+        key = (trial.model, trial.quantization, trial.calibration, device.torch_device)
+        if self.last_quantized and self.last_quantized[0] == key:
+            return self.last_quantized[1], self.last_quantized[2], True
+        self.last_quantized = None  # free the previous one before building the next
+        started = time.perf_counter()
+        quantized = quantize()
+        self.last_quantized = (key, quantized, time.perf_counter() - started)
+        return quantized, self.last_quantized[2], False
 
     def utterances(self, config: DatasetConfig) -> list[Utterance]:
         if config not in self.datasets:
@@ -113,7 +129,8 @@ def run_trial(trial: Trial, hardware: Hardware, cache: WorkerCache, exclusive: b
     started = time.perf_counter()
     with captured(log):
         try:
-            reason = quantizer_for(trial.quantization).supports(device)
+            quantizer = quantizer_for(trial.quantization)
+            reason = quantizer.supports(device) or quantizer.missing()
             if reason:
                 row.update(status="unsupported", error=reason)
             else:
@@ -141,20 +158,11 @@ def _measure(trial: Trial, device: Device, cache: WorkerCache, row: dict[str, An
     utterances = cache.utterances(trial.dataset)
     calibration = cache.utterances(trial.calibration) if trial.calibration else None
     row.update(load_s=loaded.load_s, model_reused=reused, baseline_size_bytes=cache.baseline_bytes[trial.model])
-    quantizer = quantizer_for(trial.quantization)
     with peak_memory(device.torch_device) as peak:
-        model = copy.deepcopy(loaded.model).to(device.torch_device)
-        transcriber = FAMILIES[trial.model.family].transcriber(model, loaded.processor, device.torch_device,
-                                                               trial.eval, trial.dataset.language)
-
-        def calibrate(m: torch.nn.Module) -> None:
-            transcriber.use(m)
-            run_pass(transcriber, [u for u in calibration if u.audio is not None], trial.eval.batch_size)
-
-        started = time.perf_counter()
-        quantized = quantizer.quantize(model, device, calibrate if calibration else None)
-        row["quantize_s"] = time.perf_counter() - started
-        transcriber.use(quantized.model)
+        quantized, row["quantize_s"], row["quantized_reused"] = cache.quantized(
+            trial, device, lambda: _quantize(trial, device, loaded, calibration))
+        transcriber = FAMILIES[trial.model.family].transcriber(quantized.model, loaded.processor,
+                                                               device.torch_device, trial.eval, trial.dataset.language)
 
         def on_timed(starting: bool) -> None:
             row["timed_started_at" if starting else "timed_finished_at"] = now()
@@ -172,3 +180,19 @@ def _measure(trial: Trial, device: Device, cache: WorkerCache, row: dict[str, An
     )
     row["size_reduction"] = 1 - row["model_size_bytes"] / row["baseline_size_bytes"]
     return evaluation.utterance_rows
+
+
+def _quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: list[Utterance] | None) -> QuantizedModel:
+    """A fresh copy of the float model, on the device, quantized (calibrated first for static schemes)."""
+    model = copy.deepcopy(loaded.model).to(device.torch_device)
+    calibrate = None
+    if calibration is not None:
+        transcriber = FAMILIES[trial.model.family].transcriber(model, loaded.processor, device.torch_device,
+                                                               trial.eval, trial.calibration.language)
+        clips = [u for u in calibration if u.audio is not None]
+
+        def calibrate(m: torch.nn.Module) -> None:
+            transcriber.use(m)
+            run_pass(transcriber, clips, trial.eval.batch_size)
+
+    return quantizer_for(trial.quantization).quantize(model, device, calibrate)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -78,6 +79,13 @@ class Quantizer(ABC):
 
     library: ClassVar[str]
     config_type: ClassVar[type[QuantConfig]]
+    package: ClassVar[str | None] = None  # the import name of the library, checked on the worker
+
+    def missing(self) -> str | None:
+        """The reason this node cannot run the library at all (not installed), else None."""
+        if self.package and importlib.util.find_spec(self.package) is None:
+            return f"{self.package} is not installed on this node (pip install 'quantsweep[cpu|cuda|apple]')"
+        return None
 
     def __init__(self, config: QuantConfig):
         self.config = config

@@ -70,6 +70,7 @@ class BnbConfig(QuantConfig):
 class BnbQuantizer(Quantizer):
     library: ClassVar[str] = "bnb"
     config_type: ClassVar[type[QuantConfig]] = BnbConfig
+    package: ClassVar[str | None] = "bitsandbytes"
     config: BnbConfig
 
     def supports(self, device: Device) -> str | None:

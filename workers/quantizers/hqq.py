@@ -50,6 +50,7 @@ class HqqConfig(QuantConfig):
 class HqqQuantizer(Quantizer):
     library: ClassVar[str] = "hqq"
     config_type: ClassVar[type[QuantConfig]] = HqqConfig
+    package: ClassVar[str | None] = "hqq"
     config: HqqConfig
 
     def supports(self, device: Device) -> str | None:

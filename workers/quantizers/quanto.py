@@ -70,6 +70,7 @@ class QuantoConfig(QuantConfig):
 class QuantoQuantizer(Quantizer):
     library: ClassVar[str] = "quanto"
     config_type: ClassVar[type[QuantConfig]] = QuantoConfig
+    package: ClassVar[str | None] = "optimum.quanto"
     config: QuantoConfig
 
     def supports(self, device: Device) -> str | None:

@@ -78,6 +78,7 @@ def _quiet_torchao_import() -> Iterator[None]:
 class TorchaoQuantizer(Quantizer):
     library: ClassVar[str] = "torchao"
     config_type: ClassVar[type[QuantConfig]] = TorchaoConfig
+    package: ClassVar[str | None] = "torchao"
     config: TorchaoConfig
 
     def supports(self, device: Device) -> str | None:
