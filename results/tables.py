@@ -130,7 +130,8 @@ def per_device(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list
     tables = []
     for (dataset, hw_class), group in _grouped(rows, ("dataset", "hw_class")).items():
         tables.append(Table(
-            f"{dataset} on {hw_class} (scoring {', '.join(sorted({r['scoring'] for r in group}))})", columns, [tuple(r[c] for c in columns) for r in group],
+            f"{dataset} on {hw_class} (scoring {', '.join(sorted({r['scoring'] for r in group}))})", columns,
+            [tuple(r[c] for c in columns) for r in group],
             [name for name, _ in PER_DEVICE_CELLS], [[cell(r) for _, cell in PER_DEVICE_CELLS] for r in group],
             [LEGEND_SIGNIFICANCE, LEGEND_TIMING, LEGEND_FRONT]))
     return tables
@@ -201,9 +202,9 @@ def seed_table(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list
                                  + [rtf, first["size_reduction"]]))
                 marks = [" ~" if d in by_dataset and by_dataset[d]["significant"] is False and not first["is_baseline"]
                          else "" for d in datasets]
+                size_reduction = "" if first["is_baseline"] else pct(first["size_reduction"], 0)
                 human.append([_method_label(first)] + [pct(w) + m for w, m in zip(wers, marks)]
-                             + [pct(c) for c in cers] + [number(rtf),
-                                                         "" if first["is_baseline"] else pct(first["size_reduction"], 0)])
+                             + [pct(c) for c in cers] + [number(rtf), size_reduction])
         human_columns = (["Device/Method"] + [f"WER {d}" for d in datasets] + [f"CER {d}" for d in datasets]
                          + ["RTF", "Size Red."])
         tables.append(Table(f"{model}: quantized models against the fp32 baseline", columns, raw, human_columns,

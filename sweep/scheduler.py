@@ -5,6 +5,7 @@ import collections
 import fnmatch
 import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -48,6 +49,7 @@ class Node:
     hw_class: str
     chip: str
     simulated: bool
+    host: str
     tokens: int
     free_tokens: int
 
@@ -62,7 +64,8 @@ def live_nodes() -> list[Node]:
         tokens = int(n.get("Resources", {}).get(DEVICE_TOKEN, 0))
         if n.get("Alive") and tokens and CLASS_LABEL in labels:
             nodes.append(Node(n["NodeID"], labels[CLASS_LABEL], labels.get(CHIP_LABEL, ""),
-                              labels.get(SIMULATED_LABEL) == "true", tokens, int(free.get(n["NodeID"], 0))))
+                              labels.get(SIMULATED_LABEL) == "true", n.get("NodeManagerHostname", ""), tokens,
+                              int(free.get(n["NodeID"], 0))))
     return nodes
 
 
@@ -87,9 +90,17 @@ class TrialRunner:
         self.node_id = ray.get_runtime_context().get_node_id()
         self.cache = WorkerCache()
 
-    def run(self, trial: Trial, attempt: int) -> TrialOutcome:
+    def run(self, trial: Trial, attempt: int, results: str | None) -> TrialOutcome:
+        """Run and, given a results root this node can write, write the rows here and return only the trial row.
+
+        Writing where the trial ran keeps the driver's cost per trial small and lets workers on other
+        machines write to shared storage; the trial row still travels back for progress and the summary.
+        """
         outcome = run_trial(trial, self.hardware, self.cache, exclusive=True)
         outcome.row.update(node_id=self.node_id, attempt=attempt)
+        if results is not None:
+            Store(results).write_trial(trial.sweep, trial.trial_id, outcome.row, outcome.utterances)
+            outcome.utterances, outcome.written = [], True
         return outcome
 
     def model_loads(self) -> int:
@@ -101,6 +112,7 @@ class Runner:
     handle: Any
     target: str
     node_id: str
+    writes: bool  # the runner writes its own rows: the results root is a URI or on the runner's host
     models: set[str] = field(default_factory=set)
     in_flight: int = 0
     alive: bool = True
@@ -148,7 +160,7 @@ class Dispatcher:
                 self._lost(runner, trial, exc)
             else:
                 self.summary.compute_s += outcome.row.get("compute_s") or 0.0
-                self._write(trial, outcome.row, outcome.utterances)
+                self._write(trial, outcome.row, outcome.utterances, written=outcome.written)
             self._feed(runner)
         self._close()
         self.summary.wall_s = time.perf_counter() - started
@@ -159,7 +171,8 @@ class Dispatcher:
         while runner.alive and runner.in_flight < IN_FLIGHT_PER_RUNNER and queue:
             trial = _next_for(runner, queue)
             self.attempts[trial.trial_id] += 1
-            self.pending[runner.handle.run.remote(trial, self.attempts[trial.trial_id])] = (runner, trial)
+            results = self.store.root if runner.writes else None
+            self.pending[runner.handle.run.remote(trial, self.attempts[trial.trial_id], results)] = (runner, trial)
             runner.in_flight += 1
             runner.models.add(trial.model.name)
 
@@ -171,8 +184,11 @@ class Dispatcher:
         for node in nodes:
             taken = sum(1 for r in self.runners if r.alive and r.node_id == node.node_id)
             for _ in range(node.tokens - taken):
-                self.runners.append(_start_runner(node, target))
+                self.runners.append(_start_runner(node, target, self._runner_writes(node)))
         return any(r.alive and r.target == target for r in self.runners)
+
+    def _runner_writes(self, node: Node) -> bool:
+        return "://" in self.store.root or node.host == socket.gethostname()
 
     def _lost(self, runner: Runner, trial: Trial, exc: Exception) -> None:
         """The runner's process or node died mid-trial: retry the trial on a live runner of its target."""
@@ -205,8 +221,9 @@ class Dispatcher:
         row = trial.describe() | {"run_id": uuid.uuid4().hex, "started_at": now(), "finished_at": now()} | fields
         self._write(trial, row, [])
 
-    def _write(self, trial: Trial, row: dict[str, Any], utterances: list[dict[str, Any]]) -> None:
-        self.store.write_trial(trial.sweep, trial.trial_id, row, utterances)
+    def _write(self, trial: Trial, row: dict[str, Any], utterances: list[dict[str, Any]], written: bool = False) -> None:
+        if not written:
+            self.store.write_trial(trial.sweep, trial.trial_id, row, utterances)
         self.summary.statuses[row["status"]] += 1
         self.on_outcome(trial, row)
 
@@ -223,14 +240,14 @@ def run_trials(trials: list[Trial], store: Store, on_outcome: OnOutcome, retries
     return Dispatcher(store, on_outcome, retries).run(trials, wait_timeout_s)
 
 
-def _start_runner(node: Node, target: str) -> Runner:
+def _start_runner(node: Node, target: str, writes: bool) -> Runner:
     # Node affinity pins the runner to the node whose token it takes; for class targets the label selector
     # states the routing rule itself, so a mislabelled placement cannot happen silently.
     options: dict[str, Any] = {"resources": {DEVICE_TOKEN: 1},
                                "scheduling_strategy": NodeAffinitySchedulingStrategy(node.node_id, soft=False)}
     if not target.startswith("chip:"):
         options["label_selector"] = {CLASS_LABEL: target}
-    return Runner(TrialRunner.options(**options).remote(), target, node.node_id)
+    return Runner(TrialRunner.options(**options).remote(), target, node.node_id, writes)
 
 
 def _next_for(runner: Runner, queue: collections.deque[Trial]) -> Trial:

@@ -35,7 +35,7 @@ def test_raising_and_segfaulting_trials_become_rows_and_the_sweep_goes_on(tmp_pa
     by_name = {r["quantization"]: r for r in rows(tmp_path / "r", "crashy")}
     assert by_name["fine"]["status"] == by_name["fine-too"]["status"] == "ok"
     assert by_name["raises"]["status"] == "failed" and by_name["raises"]["error_type"] == "RuntimeError"
-    assert "raised on purpose" in by_name["raises"]["error"] and "Traceback" in by_name["raises"]["error"]
+    assert "raised on purpose" in by_name["raises"]["error"] and "File " in by_name["raises"]["error"]  # traceback tail
     segv = by_name["segfaults"]
     assert segv["status"] == "failed" and segv["attempt"] == 2, segv
     assert "died 2 time(s)" in segv["error"]
@@ -53,7 +53,11 @@ def test_killed_driver_resumes_without_recomputing(tmp_path: Path) -> None:
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, as a crash would
     driver.wait()
-    finished = {p.name: p.stat().st_mtime_ns for p in trial_dir.glob("*.parquet")}
+    # Workers write their own rows: one may finish its in-flight trial after the driver is gone.
+    finished: dict[str, int] = {}
+    while finished != (now := {p.name: p.stat().st_mtime_ns for p in trial_dir.glob("*.parquet")}):
+        finished = now
+        time.sleep(2)
     assert 4 <= len(finished) < 12
     assert not list(trial_dir.glob("*.tmp")) or all(p.suffix == ".tmp" for p in trial_dir.glob("*.tmp"))
     done = quantsweep("run", str(spec))

@@ -15,7 +15,8 @@ from results.schema import SCHEMA_VERSION, TRIALS
 from results.statcache import fill
 from results.stats import paired_delta, resample_counts, wer_interval
 from results.store import Store
-from results.synthetic import FP32, QUANTIZATIONS, START, Quantization, failure_row, trial_row, utterance_rows, write_grid
+from results.synthetic import (FP32, QUANTIZATIONS, START, Quantization, failure_row, trial_row, utterance_rows,
+                               write_grid)
 from results.tables import cross_hardware, seed_table, support
 
 NF4 = Quantization("bnb-nf4", "bnb", "nf4", 4, 0.1, 1.0, 0.3)
@@ -162,7 +163,8 @@ def test_support_matrix_states(store: Store) -> None:
     cells = dict(zip(table.human_columns, next(r for r in table.human_rows if r[0] == "bnb")))
     assert cells["cuda"] == "failed (OutOfMemoryError)"
     assert cells["x86-cpu"] == "unsupported (bitsandbytes nf4 needs a CUDA device)"
-    assert fetch(con, "SELECT state FROM support_matrix WHERE library = 'hqq' AND scheme = 'w4' AND hw_class = 'cuda'")[1] == [("ok",)]
+    hqq = "SELECT state FROM support_matrix WHERE library = 'hqq' AND scheme = 'w4' AND hw_class = 'cuda'"
+    assert fetch(con, hqq)[1] == [("ok",)]
 
 
 def test_hardware_lists_each_machine_once(store: Store) -> None:
@@ -213,3 +215,10 @@ def test_older_schema_version_files_are_read(tmp_path: Path) -> None:
     assert wer == pytest.approx(row["wer"]) and low is not None
     assert store.finished("s")["old"] == "ok"
     assert store.read("trials", "s").num_rows == 2
+    store.compact()  # the part file holds the v1 row as it was, in the current schema
+    part = pq.read_table(next((tmp_path / "results/table=trials/sweep=s").glob("part-*.parquet")))
+    assert part.schema == TRIALS
+    assert sorted(zip(part["trial_id"].to_pylist(), part["schema_version"].to_pylist())) == [
+        ("old", 1), ("s-m-x86-cpu-d-fp32", SCHEMA_VERSION)]
+    assert fetch(connect(store), "SELECT schema_version, wer FROM trials WHERE trial_id = 'old'")[1] == [
+        (1, pytest.approx(row["wer"]))]

@@ -61,6 +61,7 @@ class Trial:
 class TrialOutcome:
     row: dict[str, Any]
     utterances: list[dict[str, Any]]
+    written: bool = False  # already in the results directory (the worker wrote it)
 
     @property
     def status(self) -> str:
