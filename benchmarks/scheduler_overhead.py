@@ -61,7 +61,8 @@ def main() -> None:
             stop_local()
         trial_dir = Path(results) / "table=trials" / "sweep=overhead"
         for trial in plan.trials[: len(plan.trials) // 10]:
-            (trial_dir / f"{trial.trial_id}.parquet").unlink()
+            for path in trial_dir.glob(f"{trial.trial_id}.*.parquet"):
+                path.unlink()
         started = time.perf_counter()
         replanned = expand(the_spec, "x86-cpu", ["x86-cpu"])
         todo = diff(replanned.trials, Store(results).finished("overhead"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from results.schema import KEYS, TABLES, table_from_rows
+from results.schema import KEYS, STATUSES, TABLES, table_from_rows
 
 # Layout (Hive partitions, so DuckDB prunes by table and sweep):
 #   <root>/table=trials/sweep=<sweep>/<trial_id>.parquet
@@ -82,6 +83,9 @@ def _remove_if_unchanged(path: Path, merged: tuple[int, int, int]) -> bool:
     return False
 
 
+TRIAL_FILE = re.compile(rf"(?P<trial_id>[0-9a-f]{{16}})\.(?P<status>{'|'.join(STATUSES)})\.parquet")
+
+
 @dataclass(frozen=True)
 class Store:
     """A results directory: a local path or any pyarrow.fs URI (file://, s3://, gs://)."""
@@ -106,9 +110,22 @@ class Store:
         return f"{base}/sweep={sweep}" if sweep else base
 
     def write_trial(self, sweep: str, trial_id: str, row: dict[str, Any], utterances: list[dict[str, Any]]) -> None:
-        """Utterances first, the trial row last: a trial file present means its utterances are too."""
+        """Utterances first, the trial row last: a trial file present means its utterances are too.
+
+        The trial file is named `<trial_id>.<status>.parquet`, so what is done can be read from a directory
+        listing (`finished`) instead of thousands of footers; a re-run's file replaces the earlier one.
+        """
         self._write(table_from_rows("utterances", utterances), self.table_dir("utterances", sweep), trial_id)
-        self._write(table_from_rows("trials", [row]), self.table_dir("trials", sweep), trial_id)
+        directory = self.table_dir("trials", sweep)
+        status = row["status"]
+        self._write(table_from_rows("trials", [row]), directory, f"{trial_id}.{status}")
+        fs, _ = self.fs_and_path
+        for other in STATUSES:
+            if other != status:
+                try:
+                    fs.delete_file(f"{directory}/{trial_id}.{other}.parquet")
+                except FileNotFoundError:
+                    pass
 
     def write_scores(self, sweep: str, scoring: str, utterance_scores: pa.Table, run_scores: pa.Table) -> None:
         """A re-scoring of a sweep: per-utterance counts first, per-run totals last (their presence means done)."""
@@ -167,9 +184,29 @@ class Store:
         raise AssertionError("unreachable")
 
     def finished(self, sweep: str) -> dict[str, str]:
-        """trial_id -> status of the latest run of every trial recorded for the sweep."""
-        table = self.read("trials", sweep, ["trial_id", "status", "finished_at"]).sort_by("finished_at")
-        return dict(zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist()))
+        """trial_id -> status of the latest run of every trial recorded for the sweep.
+
+        Per-trial files say it in their names; only part files (and files compaction set aside) are read.
+        A per-trial file is never older than a merged row of the same trial, so its name wins.
+        """
+        fs, _ = self.fs_and_path
+        directory = self.table_dir("trials", sweep)
+        if fs.get_file_info(directory).type == pafs.FileType.NotFound:
+            return {}
+        named: dict[str, str] = {}
+        others = []
+        for info in fs.get_file_info(pafs.FileSelector(directory)):
+            if match := TRIAL_FILE.fullmatch(info.base_name):
+                if named.get(match["trial_id"]) != "ok":  # two names for one trial: a crash mid-replace
+                    named[match["trial_id"]] = match["status"]
+            elif info.base_name.endswith(".parquet"):
+                others.append(info.path)
+        merged: dict[str, str] = {}
+        if others:
+            table = ds.dataset(others, schema=TABLES["trials"], filesystem=fs, format="parquet").to_table(
+                columns=["trial_id", "status", "finished_at"]).sort_by("finished_at")
+            merged = dict(zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist()))
+        return merged | named
 
     def compact(self) -> Compaction:
         """Merge each table's per-trial files (and small part files) of each sweep into one part file.

@@ -206,7 +206,7 @@ def test_older_schema_version_files_are_read(tmp_path: Path) -> None:
     v1 = pa.schema([f for f in TRIALS if f.name != "latency_cv"])
     assert len(v1) == len(TRIALS) - 1
     pq.write_table(pa.Table.from_pylist([{**row, "schema_version": 1}], schema=v1),
-                   tmp_path / "results/table=trials/sweep=s/old.parquet")
+                   tmp_path / "results/table=trials/sweep=s/old.ok.parquet")  # replaces the v2 file
     con = connect(store)
     assert fetch(con, "SELECT schema_version, latency_cv FROM trials WHERE trial_id = 'old'")[1] == [(1, None)]
     assert fetch(con, "SELECT max(schema_version) FROM trials")[1] == [(SCHEMA_VERSION,)]

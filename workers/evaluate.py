@@ -180,6 +180,11 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+def cv(values: Sequence[float]) -> float | None:
+    """Coefficient of variation over timing repeats (None with fewer than two)."""
+    return statistics.pstdev(values) / statistics.mean(values) if len(values) > 1 and statistics.mean(values) else None
+
+
 def evaluate(
     transcriber: Transcriber, utterances: Sequence[Utterance], config: EvalConfig,
     on_timed: Callable[[bool], None] = lambda started: None,
@@ -225,11 +230,12 @@ def evaluate(
         "cer": char_errors / ref_chars if ref_chars else None,
         "rtf": statistics.median(rtfs) if rtfs else None,
         "rtf_best": min(rtfs) if rtfs else None,
-        "rtf_cv": statistics.pstdev(rtfs) / statistics.mean(rtfs) if len(rtfs) > 1 else None,
+        "rtf_cv": cv(rtfs),
         "rtfx": 1 / statistics.median(rtfs) if rtfs else None,
         "latency_p50_s": percentile(latencies, 50),
         "latency_p90_s": percentile(latencies, 90),
         "latency_best_s": percentile(best_latency, 50),
+        "latency_cv": cv([percentile(list(p.seconds.values()), 50) for p in batch1]),
         "features_s": stages.features_s,
         "encode_s": stages.encode_s,
         "decode_s": stages.decode_s,
