@@ -11,7 +11,7 @@ export QUANTSWEEP_CACHE := $(CACHE)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench clean-results
+.PHONY: setup sample-audio system-packages demo test bench clean-results
 
 setup: $(VENV)/.installed $(CACHE)/whisper-english-spelling.json sample-audio
 
@@ -30,21 +30,33 @@ $(CACHE)/whisper-english-spelling.json: | $(VENV)/.installed
 	m=[n for n in t.getnames() if n.endswith('whisper/normalizers/english.json')][0]; \
 	open(sys.argv[1],'wb').write(t.extractfile(m).read())" $@
 
-# Real speech from Debian's pocketsphinx-testdata; installed where we are root (here and in CI).
+# Debian packages, installed where we are root (here and in CI), one apt-get update for all that are missing:
+# pocketsphinx-testdata holds real speech (LibriVox, cards); chromium renders the HTML report in its test.
+define apt_install
+	@missing=""; \
+	for pkg in $(1); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	else echo "note: run 'sudo apt-get install$$missing' (without it the demo uses the PyPI clips only)"; fi
+endef
+
 sample-audio:
-	@if [ -d /usr/share/pocketsphinx/test/data/librivox ]; then :; \
-	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq pocketsphinx-testdata >/dev/null; \
-	else echo "note: run 'sudo apt-get install pocketsphinx-testdata' for the LibriVox and cards clips; the demo uses the rest"; fi
+	$(call apt_install,pocketsphinx-testdata)
+
+system-packages:
+	$(call apt_install,pocketsphinx-testdata chromium)
 
 demo: setup
 	$(VENV)/bin/quantsweep run sweeps/demo.yaml
 
-test: setup
+test: system-packages setup
 	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) benchmarks/harness_throughput.py
 	$(PY) benchmarks/sweep_efficiency.py
+	$(PY) benchmarks/scheduler_overhead.py
+	$(PY) benchmarks/query_scale.py
 
 clean-results:
 	rm -rf runs

@@ -88,6 +88,7 @@ def run(
 def plan(
     spec_path: Path = typer.Argument(..., metavar="SPEC"),
     results: Optional[str] = typer.Option(None, "--results"),
+    address: Optional[str] = typer.Option(None, "--address", help="check which targeted classes have live nodes"),
     fmt: str = typer.Option("table", "--format", help="table|csv|json"),
 ) -> None:
     """List the trials a run would execute, and which are already done, without running anything."""
@@ -95,7 +96,13 @@ def plan(
 
     spec = _spec_or_exit(spec_path)
     local = probe().hw_class
-    the_plan = _plan_or_exit(spec, spec_path, local)
+    present = None
+    if address:
+        from sweep import scheduler
+
+        scheduler.connect(address)
+        present = sorted({n.hw_class for n in scheduler.live_nodes()})
+    the_plan = _plan_or_exit(spec, spec_path, local, present)
     finished = _store(results, spec).finished(spec.sweep)
     rows = [(t.trial_id, t.model.name, t.quantization.label(), t.dataset.name, t.hardware,
              finished.get(t.trial_id, "pending")) for t in the_plan.trials]
@@ -106,6 +113,10 @@ def plan(
     console.print(f"{len(the_plan.trials)} runnable ({', '.join(f'{c}: {n}' for c, n in counts.items())}), "
                   f"{len(the_plan.unsupported)} unsupported, {the_plan.excluded} excluded, "
                   f"{sum(1 for t in the_plan.trials if finished.get(t.trial_id) == 'ok')} already ok")
+    if the_plan.unplaced:
+        where = "in the cluster" if address else f"here ({local}; pass --address to check a cluster)"
+        console.print(f"no live node {where} for: {', '.join(the_plan.unplaced)}; a run waits --wait-timeout "
+                      "seconds for them, then records those trials no_capacity")
 
 
 def leaderboard_text(store: Store, fmt: str, sweep: str | None = None) -> str:

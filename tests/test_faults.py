@@ -105,7 +105,7 @@ def test_results_on_a_filesystem_uri(tmp_path: Path) -> None:
 def test_targeted_class_with_no_node_is_no_capacity(tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "s.yaml", probe_spec("nocap", tmp_path / "r", [{"name": "a"}], hardware=["arm-cpu"]))
     plan = quantsweep("plan", str(spec))
-    assert "arm-cpu" in plan.stdout
+    assert "arm-cpu" in plan.stdout and "no live node here" in plan.stderr and "arm-cpu" in plan.stderr
     started = time.monotonic()
     quantsweep("run", str(spec), "--wait-timeout", "2")
     assert time.monotonic() - started >= 2
