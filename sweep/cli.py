@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from results.queries import QueryError, connect as connect_results, query as run_query
-from results.render import FORMATS, render
+from results.render import render
 from results.store import Store
 from sweep.plan import Plan, diff, expand
 from sweep.spec import Spec, SpecError, json_schema, load_spec
@@ -81,7 +81,7 @@ def run(
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing run"
     console.print(f"done: {counts} in {summary.wall_s:.1f} s (trial compute {summary.compute_s:.1f} s, "
                   f"models loaded {summary.model_loads}x)")
-    print(leaderboard_text(store, "table", spec.sweep))
+    print(results_cli.leaderboard_text(store, "table", spec.sweep))
 
 
 @app.command()
@@ -117,10 +117,6 @@ def plan(
         where = "in the cluster" if address else f"here ({local}; pass --address to check a cluster)"
         console.print(f"no live node {where} for: {', '.join(the_plan.unplaced)}; a run waits --wait-timeout "
                       "seconds for them, then records those trials no_capacity")
-
-
-def leaderboard_text(store: Store, fmt: str, sweep: str | None = None) -> str:
-    return results_cli.leaderboard_text(store, fmt, sweep)
 
 
 @app.command()
@@ -280,7 +276,7 @@ def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
         raise typer.Exit(2)
 
 
-from sweep import results_cli  # noqa: E402,F401  (registers result commands)
+from sweep import results_cli  # noqa: E402  (last: it registers its commands on `app` above)
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

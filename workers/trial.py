@@ -22,7 +22,7 @@ from workers.logs import TrialLog, captured
 from workers.models import LoadedModel, ModelConfig, load_model
 from workers.models.families import FAMILIES
 from workers.quantizers import QuantizationConfig, quantizer_for
-from workers.quantizers.base import QuantizedModel
+from workers.quantizers.base import Calibrate, QuantizedModel
 
 TRACEBACK_LINES = 12
 
@@ -186,14 +186,19 @@ def _measure(trial: Trial, device: Device, cache: WorkerCache, row: dict[str, An
 def _quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: list[Utterance] | None) -> QuantizedModel:
     """A fresh copy of the float model, on the device, quantized (calibrated first for static schemes)."""
     model = copy.deepcopy(loaded.model).to(device.torch_device)
-    calibrate = None
-    if calibration is not None:
-        transcriber = FAMILIES[trial.model.family].transcriber(model, loaded.processor, device.torch_device,
-                                                               trial.eval, trial.calibration.language)
-        clips = [u for u in calibration if u.audio is not None]
-
-        def calibrate(m: torch.nn.Module) -> None:
-            transcriber.use(m)
-            run_pass(transcriber, clips, trial.eval.batch_size)
-
+    calibrate = _calibrator(trial, device, loaded, model, calibration) if calibration is not None else None
     return quantizer_for(trial.quantization).quantize(model, device, calibrate)
+
+
+def _calibrator(trial: Trial, device: Device, loaded: LoadedModel, model: torch.nn.Module,
+                calibration: list[Utterance]) -> Calibrate:
+    """Runs the model being quantized over the calibration split (never the evaluation audio)."""
+    transcriber = FAMILIES[trial.model.family].transcriber(model, loaded.processor, device.torch_device,
+                                                           trial.eval, trial.calibration.language)
+    clips = [u for u in calibration if u.audio is not None]
+
+    def calibrate(m: torch.nn.Module) -> None:
+        transcriber.use(m)
+        run_pass(transcriber, clips, trial.eval.batch_size)
+
+    return calibrate
