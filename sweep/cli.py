@@ -1,4 +1,4 @@
-"""CLI room: `quantsweep` run, plan, status, leaderboard, query, schema."""
+"""CLI room: `quantsweep` run, plan, status, query, schema, head/worker/cluster, workers (results commands in results_cli)."""
 from __future__ import annotations
 
 import json
@@ -279,5 +279,9 @@ def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
 from sweep import results_cli  # noqa: E402  (last: it registers its commands on `app` above)
 
 if __name__ == "__main__":
+    # `python -m sweep.cli` runs this file as __main__, a second copy of the module; run the imported
+    # sweep.cli's app, the one sweep.results_cli registered its commands on.
+    from sweep.cli import app as cli_app
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    app()
+    cli_app()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -18,17 +17,7 @@ from results.tables import BUILDERS, PRESETS, VIEWS
 from sweep.cli import DEFAULT_RESULTS, app, console
 
 
-def _apps() -> list[typer.Typer]:
-    """sweep.cli's app, and its twin when `python -m sweep.cli` runs that module as __main__."""
-    main = sys.modules.get("__main__")
-    is_cli = getattr(getattr(main, "__spec__", None), "name", None) == "sweep.cli"
-    return [app, main.app] if is_cli and getattr(main, "app", app) is not app else [app]
-
-
-def command(function: Callable[..., None]) -> Callable[..., None]:
-    for target in _apps():
-        target.command()(function)
-    return function
+command = app.command()
 
 
 def _fail(message: str) -> typer.Exit:
