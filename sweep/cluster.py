@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -158,6 +159,7 @@ def stop_local() -> list[str]:
             time.sleep(0.5)
         stopped.append(name)
     LocalCluster.state_file().unlink()
+    shutil.rmtree(cluster.logs, ignore_errors=True)  # the nodes' logs matter while they run, not after
     return stopped
 
 

@@ -11,7 +11,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ _DTYPES: dict[int, np.dtype] = {
     5: np.dtype("<u2"),
 }
 _BFLOAT16 = 5
+
+
+CONVERSION_VERSION = 1  # bump when the conversion's output changes, so cached conversions are redone
 
 
 class CorruptModelBin(ValueError):
@@ -426,10 +429,21 @@ def convert_ctranslate2(ct2_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def content_sample(path: Path, digest: Any, window: int = 1 << 20) -> None:
+    """Feed a file's size and its first and last MiB to `digest`: stable across reinstalls (unlike mtimes),
+    and cheap on a model of hundreds of MB."""
+    size = os.stat(path).st_size
+    digest.update(f"{size}:".encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(window))
+        f.seek(max(size - window, 0))
+        digest.update(f.read(window))
+
+
 def ct2_fingerprint(ct2_dir: Path) -> str:
-    """Short hash of what makes a conversion stale: model.bin's size and mtime, and config.json."""
-    model_bin = os.stat(Path(ct2_dir) / MODEL_BIN)
-    digest = hashlib.sha256(f"{model_bin.st_size}:{model_bin.st_mtime_ns}:".encode())
+    """Short hash of what makes a conversion stale: model.bin's content, config.json, this converter's version."""
+    digest = hashlib.sha256(f"conversion-{CONVERSION_VERSION}:".encode())
+    content_sample(Path(ct2_dir) / MODEL_BIN, digest)
     digest.update((Path(ct2_dir) / "config.json").read_bytes())
     return digest.hexdigest()[:12]
 

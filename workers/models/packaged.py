@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.models.ctranslate2 import MODEL_BIN, cached_conversion, join_parts
+from workers.models.ctranslate2 import MODEL_BIN, cached_conversion, content_sample, join_parts
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,11 @@ def _packaged_model(name: str) -> PackagedWhisper:
 
 
 def _parts_fingerprint(parts: list[Path]) -> str:
-    """Short hash of the parts' sizes and mtimes: a reinstalled package gets a fresh assembly."""
-    stats = [os.stat(part) for part in parts]
-    return hashlib.sha256(repr([(s.st_size, s.st_mtime_ns) for s in stats]).encode()).hexdigest()[:12]
+    """Short hash of the parts' contents (sampled): the same package in any venv reuses one assembly."""
+    digest = hashlib.sha256()
+    for part in parts:
+        content_sample(part, digest)
+    return digest.hexdigest()[:12]
 
 
 def _assemble(files_dir: Path, parts: list[Path], target: Path) -> Path:
