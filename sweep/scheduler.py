@@ -139,7 +139,6 @@ class Dispatcher:
         self.runners: list[Runner] = []
         self.attempts: collections.Counter[str] = collections.Counter()
         self.pending: dict[Any, tuple[Runner, Trial]] = {}
-        self.model_loads_of_dead = 0
 
     def run(self, trials: list[Trial], wait_timeout_s: float) -> Summary:
         started = time.perf_counter()
