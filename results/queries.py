@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, TypeVar
@@ -68,7 +69,22 @@ def connect(store: Store, scoring: str = "latest", resamples: int = DEFAULT_RESA
         _files_view(con, store, table)
     for view in VIEWS:
         con.execute(_sql(view))
+    _sandbox(con, store.local_path)
     return con
+
+
+def _sandbox(con: duckdb.DuckDBPyConnection, results: Path) -> None:
+    """From here on the connection reads the results directory and nothing else, and cannot be unlocked.
+
+    Views read their Parquet files when queried, so that directory stays allowed; any other file, a URL,
+    installing or loading an extension, or changing a setting is refused by DuckDB itself.
+    """
+    con.execute("SET allowed_directories = ?", [[str(results.resolve()) + "/"]])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET allow_community_extensions = false")
+    con.execute("SET lock_configuration = true")
 
 
 def scorings(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -100,8 +116,8 @@ def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | No
     return _retrying(lambda: con.sql(sql, params=params).to_arrow_table())
 
 
-def query(store: Store, sql: str, scoring: str = "latest") -> duckdb.DuckDBPyRelation:
-    """Run user SQL over the views; anything but a read is refused."""
+def query(store: Store, sql: str, scoring: str = "latest") -> tuple[list[str], list[tuple]]:
+    """Run user SQL over the views: its column names and rows; anything but a read of the results is refused."""
     con = connect(store, scoring)
     try:
         statements = con.extract_statements(sql)
@@ -110,6 +126,9 @@ def query(store: Store, sql: str, scoring: str = "latest") -> duckdb.DuckDBPyRel
     if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
         raise QueryError("only one read-only SELECT (or WITH ... SELECT) statement is allowed")
     try:
-        return con.sql(sql)
+        return fetch(con, sql)
+    except duckdb.PermissionException as exc:
+        raise QueryError(f"{exc} (queries read only the results directory {store.local_path}: no other files, "
+                         "URLs, extensions or settings)") from None
     except duckdb.Error as exc:
         raise QueryError(str(exc)) from None

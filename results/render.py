@@ -41,10 +41,10 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, titl
         return json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1)
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.writer(out)
+        writer = csv.writer(out, lineterminator="\n")  # the csv module's default is CRLF
         writer.writerow(columns)
         writer.writerows(rows)
-        return out.getvalue()
+        return out.getvalue().removesuffix("\n")  # the caller prints the last line end
     cells = [[human(c, v) for c, v in zip(columns, r)] for r in rows]
     if fmt == "markdown":
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

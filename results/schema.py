@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-# Version 2 added `latency_cv`. Readers take every older version: columns a file lacks read as null
-# (DuckDB union_by_name, pyarrow dataset schemas), so a v1 row is a v2 row without latency spread.
-SCHEMA_VERSION = 2
+# Version 2 added `latency_cv`. Version 3 (issue 7) added `model_mem_bytes`, `setup_id`, `eval_config`,
+# `host_group` and `quantsweep_version`, and gave `peak_mem_bytes` its isolated meaning (see peak_mem_kind).
+# Readers take every older version: columns a file lacks read as null (DuckDB union_by_name, pyarrow
+# dataset schemas), so a v1 row is a v2 row without latency spread.
+SCHEMA_VERSION = 3
 
 # Trial statuses: `ok` measured; `failed` raised (error holds type, message, traceback tail);
 # `unsupported` the library cannot run the scheme on the device (error holds the reason);
@@ -22,6 +24,9 @@ TRIALS = pa.schema(
         ("error_type", pa.string()),
         ("run_id", pa.string()),  # one execution of the trial; utterance rows carry the same run_id
         ("config", pa.string()),  # canonical JSON of the trial's config: what the id hashes
+        # v3: hash of the config without its eval settings: a re-run with other eval settings is the same setup
+        ("setup_id", pa.string()),
+        ("eval_config", pa.string()),  # v3: canonical JSON of the eval settings (baselines match on it)
         # what was run
         ("model", pa.string()),
         ("model_source", pa.string()),
@@ -77,14 +82,20 @@ TRIALS = pa.schema(
         ("num_beams", pa.int32()),
         ("threads", pa.int32()),
         ("cores", pa.string()),
+        # no other timed trial could share the trial's cores or GPU (pinned cores no other runner holds, or
+        # one GPU of its own through Ray); false for nodes sharing cores, e.g. `cluster local`
         ("timing_exclusive", pa.bool_()),
         ("batch_changed_transcripts", pa.int32()),  # utterances whose text at batch_size differs from batch 1
         # size and memory (bytes)
         ("model_size_bytes", pa.int64()),
         ("baseline_size_bytes", pa.int64()),
         ("size_reduction", pa.float64()),
+        # bytes inference with this model needed above what the process held before the model existed;
+        # peak_mem_kind says how: rss_hwm_delta_isolated (CPU, a fresh child process), cuda_max_allocated_delta,
+        # mps_sampled_allocated_delta (README: "What is measured")
         ("peak_mem_bytes", pa.int64()),
         ("peak_mem_kind", pa.string()),
+        ("model_mem_bytes", pa.int64()),  # v3: bytes of the quantized model's tensors as resident
         # where it ran
         ("hw_class", pa.string()),
         ("hw_chip", pa.string()),
@@ -92,8 +103,10 @@ TRIALS = pa.schema(
         ("isa_flags", pa.string()),
         ("device", pa.string()),
         ("host", pa.string()),
+        ("host_group", pa.string()),  # v3: machines interchangeable for timing (node label, else the host)
         ("node_id", pa.string()),
         ("versions", pa.string()),  # JSON {package: version or "missing"}
+        ("quantsweep_version", pa.string()),  # v3
         ("attempt", pa.int32()),
         ("log", pa.string()),  # warnings and library log lines caught during the trial
         ("started_at", pa.timestamp("us", tz="UTC")),

@@ -73,9 +73,15 @@ def run(
     state = {"planned": len(plan.trials) + len(plan.unsupported), "to_run": len(todo.to_run), "ray": where,
              "host": socket.gethostname(), "pid": os.getpid(), "started_at": datetime.now(timezone.utc).isoformat()}
     store.write_run_state(spec.sweep, state | {"state": "running"})
-    with SweepProgress(console, todo.to_run) as progress:
-        scheduler.record_unsupported(plan.unsupported, store, store.finished(spec.sweep), progress.update)
-        summary = scheduler.run_trials(todo.to_run, store, progress.update, retries, wait_timeout)
+    try:
+        with SweepProgress(console, todo.to_run) as progress:
+            scheduler.record_unsupported(plan.unsupported, store, store.finished(spec.sweep), progress.update)
+            summary = scheduler.run_trials(todo.to_run, store, progress.update, retries, wait_timeout)
+    except BaseException as exc:
+        # The run note says how the run ended; what was written stays, and running the spec again resumes.
+        ended = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"crashed: {type(exc).__name__}: {exc}"[:2000]
+        store.write_run_state(spec.sweep, state | {"state": ended, "finished_at": datetime.now(timezone.utc).isoformat()})
+        raise
     store.write_run_state(spec.sweep, state | {"state": "finished", "finished_at": datetime.now(timezone.utc).isoformat(),
                                                "statuses": dict(summary.statuses)})
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing run"
@@ -128,8 +134,7 @@ def query(
     """Run read-only SQL over the results."""
     _check_format(fmt, ("table", "csv", "json"))
     try:
-        relation = run_query(Store(results), sql)
-        columns, rows = relation.columns, relation.fetchall()
+        columns, rows = run_query(Store(results), sql)
     except QueryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
@@ -186,20 +191,25 @@ app.add_typer(cluster_app, name="cluster")
 
 
 def _start_node(address: Optional[str], labels: list[str], port: int, bind: str, trials: bool,
-                simulate: Optional[str], cores: Optional[str]) -> None:
+                simulate: Optional[str], cores: Optional[str], host_group: Optional[str]) -> None:
     from sweep.cluster import device_tokens, node_environment, parse_labels, ray_start_args
     from workers.hardware import probe
 
+    from sweep.scheduler import check_ray_version
+    from workers.hardware import HOST_GROUP_LABEL
+
     try:
+        check_ray_version()
         hardware = probe(simulate)
-        extra = parse_labels(labels)
-    except ValueError as exc:
+        extra = parse_labels(labels) | ({HOST_GROUP_LABEL: host_group} if host_group else {})
+        args = ray_start_args(hardware, address, extra, device_tokens(hardware) if trials else 0, port=port, bind=bind,
+                              cores=cores)
+    except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
     tokens = device_tokens(hardware) if trials else 0
-    args = ray_start_args(hardware, address, extra, tokens, port=port, bind=bind)
     console.print(f"{hardware.hw_class} node ({hardware.chip}), {tokens} device token(s), labels "
-                  f"{hardware.labels() | extra}")
+                  f"{hardware.labels(cores) | extra}")
     raise typer.Exit(subprocess.run(args, env=node_environment(cores)).returncode)
 
 
@@ -210,9 +220,11 @@ def head_start(
     trials: bool = typer.Option(True, "--trials/--no-trials", help="also run trials on this machine"),
     label: list[str] = typer.Option([], "--label", help="extra node label key=value (repeatable)"),
     cores: Optional[str] = typer.Option(None, "--cores", help="pin trials to these cores, e.g. 0-7"),
+    host_group: Optional[str] = typer.Option(None, "--host-group",
+                                             help="machines interchangeable for timing share a name; baselines come from the same group"),
 ) -> None:
     """Start a Ray head node labelled with this machine's hardware (token authentication on)."""
-    _start_node(None, label, port, bind, trials, None, cores)
+    _start_node(None, label, port, bind, trials, None, cores, host_group)
 
 
 @worker_app.command("start")
@@ -222,9 +234,11 @@ def worker_start(
     simulate: Optional[str] = typer.Option(None, "--simulate", help="label this node as another class (tests)"),
     cores: Optional[str] = typer.Option(None, "--cores", help="pin trials to these cores, e.g. 0-7"),
     bind: str = typer.Option("", "--bind", help="this node's address as the head sees it (default: Ray's choice)"),
+    host_group: Optional[str] = typer.Option(None, "--host-group",
+                                             help="machines interchangeable for timing share a name; baselines come from the same group"),
 ) -> None:
     """Join a cluster as a worker labelled with this machine's hardware and one token per device."""
-    _start_node(address, label, 0, bind, True, simulate, cores)
+    _start_node(address, label, 0, bind, True, simulate, cores, host_group)
 
 
 @app.command()

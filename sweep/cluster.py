@@ -17,6 +17,7 @@ from workers.models import cache_root
 
 # Token authentication on every process of a cluster: a node without the head's token cannot join.
 AUTH_ENV = {"RAY_AUTH_MODE": "token"}
+LOCAL_NODE_LABEL = "quantsweep/local-node"  # the name `cluster local` gave a node (kill_node takes it)
 
 
 def device_tokens(hardware: Hardware) -> int:
@@ -30,8 +31,8 @@ def device_tokens(hardware: Hardware) -> int:
 
 def ray_start_args(hardware: Hardware, address: str | None, extra_labels: dict[str, str], tokens: int,
                    port: int | None = None, bind: str = "127.0.0.1", block: bool = False,
-                   num_cpus: int | None = None) -> list[str]:
-    labels = hardware.labels() | extra_labels
+                   num_cpus: int | None = None, cores: str | None = None) -> list[str]:
+    labels = hardware.labels(cores) | extra_labels
     args = [sys.executable, "-m", "ray.scripts.scripts", "start", "--disable-usage-stats",
             f"--labels={','.join(f'{k}={v}' for k, v in labels.items())}",
             f"--resources={json.dumps({DEVICE_TOKEN: tokens})}"]
@@ -116,27 +117,44 @@ def start_local(classes: list[str], cpus_per_node: int = 1, timeout_s: float = 6
     cluster.save()
     try:
         _wait_for(cluster.address, nodes=1, timeout_s=timeout_s)
-        for i, hw_class in enumerate(classes):
-            hardware = probe(simulate=hw_class)
-            args = ray_start_args(hardware, cluster.address, {}, tokens=1, block=True, num_cpus=cpus_per_node)
-            name = f"{i}-{hw_class}"
-            cluster.groups[name] = _spawn(args, env, logs / f"{name}.log")
-            cluster.save()
+        for hw_class in classes:
             # One node at a time: raylets starting together on a small machine time out against the GCS.
-            _wait_for(cluster.address, nodes=2 + i, timeout_s=timeout_s)
+            _add_node(cluster, hw_class, cpus_per_node, timeout_s)
     except BaseException:
         stop_local()
         raise
     return cluster
 
 
-def _wait_for(address: str, nodes: int, timeout_s: float) -> None:
-    """Poll the cluster from a throwaway process until `nodes` are alive (a driver here would pin the session)."""
+def add_local_node(hw_class: str, cpus: int = 1, timeout_s: float = 60.0) -> str:
+    """One more labelled node in the running local cluster (e.g. to replace a killed one); its name."""
+    cluster = LocalCluster.load()
+    if cluster is None:
+        raise RuntimeError("no local cluster is up: `quantsweep cluster local` first")
+    return _add_node(cluster, hw_class, cpus, timeout_s)
+
+
+def _add_node(cluster: LocalCluster, hw_class: str, cpus: int, timeout_s: float) -> str:
+    name = f"{len(cluster.groups) - 1}-{hw_class}"
+    args = ray_start_args(probe(simulate=hw_class), cluster.address, {LOCAL_NODE_LABEL: name}, tokens=1, block=True,
+                          num_cpus=cpus)
+    cluster.groups[name] = _spawn(args, node_environment(), Path(cluster.logs) / f"{name}.log")
+    cluster.save()
+    _wait_for(cluster.address, nodes=1, timeout_s=timeout_s, named=name)
+    return name
+
+
+def _wait_for(address: str, nodes: int, timeout_s: float, named: str | None = None) -> None:
+    """Poll the cluster from a throwaway process until `nodes` are alive (a driver here would pin the session).
+
+    With `named`, only the node of that local name counts: a killed node may still look alive for a while.
+    """
     probe_code = ("import ray,sys; ray.init(address=sys.argv[1], log_to_driver=False, logging_level='ERROR'); "
-                  "print(sum(1 for n in ray.nodes() if n['Alive']))")
+                  "print(sum(1 for n in ray.nodes() if n['Alive'] and (not sys.argv[2] or "
+                  f"(n.get('Labels') or {{}}).get('{LOCAL_NODE_LABEL}') == sys.argv[2])))")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        done = subprocess.run([sys.executable, "-c", probe_code, address], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-c", probe_code, address, named or ""], capture_output=True, text=True,
                               env=node_environment())
         if done.returncode == 0 and done.stdout.strip().isdigit() and int(done.stdout.strip()) >= nodes:
             return

@@ -9,23 +9,42 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # Token authentication, as `quantsweep head/worker start` use; Ray reads the mode when it is imported.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 import ray  # noqa: E402
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError  # noqa: E402
+from ray.exceptions import (ActorDiedError, ActorUnavailableError, LocalRayletDiedError, NodeDiedError,  # noqa: E402
+                            ObjectLostError, RayActorError, RaySystemError, WorkerCrashedError)
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from results.store import Store  # noqa: E402
-from workers.hardware import CHIP_LABEL, CLASS_LABEL, DEVICE_TOKEN, SIMULATED_LABEL, Hardware, pin_cores, probe  # noqa: E402
-from workers.trial import Trial, TrialOutcome, WorkerCache, now, run_trial  # noqa: E402
+from workers.hardware import (CHIP_LABEL, CLASS_LABEL, CORES_ENV, CORES_LABEL, DEVICE_TOKEN, HOST_GROUP_LABEL,  # noqa: E402
+                              SIMULATED_LABEL, Hardware, parse_cores, pin_cores, probe)
+from workers.trial import Trial, TrialOutcome, WorkerCache, error_text, now, run_trial  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 IN_FLIGHT_PER_RUNNER = 2  # the next trial is queued while one runs: no idle round trip between trials
-NODE_FAILURES = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError)
+# What a worker's, an actor's or a node's death looks like to the driver: the trial is retried elsewhere.
+NODE_FAILURES = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError, NodeDiedError,
+                 LocalRayletDiedError, RaySystemError, ObjectLostError)
+# While runners are being placed, how often the driver checks that their nodes are still alive.
+PLACEMENT_CHECK_S = 5.0
+
+
+# The first Ray with token authentication (RAY_AUTH_MODE=token), which every node of a cluster runs with.
+RAY_FLOOR = (2, 52, 0)
+# How long the driver trusts its picture of which nodes share a host's cores before asking Ray again.
+LAYOUT_TTL_S = 10.0
+
+
+def check_ray_version(version: str = ray.__version__) -> None:
+    found = tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
+    if found < RAY_FLOOR:
+        raise RuntimeError(f"Ray {version} has no token authentication; quantsweep needs Ray >= "
+                           f"{'.'.join(map(str, RAY_FLOOR))} (pip install -U 'ray>={'.'.join(map(str, RAY_FLOOR))}')")
 
 
 def connect(address: str | None = None, hardware: Hardware | None = None) -> tuple[str, str | None]:
@@ -33,13 +52,16 @@ def connect(address: str | None = None, hardware: Hardware | None = None) -> tup
 
     Returns where the driver is connected and the Ray dashboard's address when one is up.
     """
+    from sweep.cluster import device_tokens
+
+    check_ray_version()
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
     if address:
         context = ray.init(address=address, **quiet)
         return address, context.dashboard_url or None
     hardware = hardware or probe()
-    context = ray.init(address="local", num_cpus=hardware.cores, resources={DEVICE_TOKEN: 1}, labels=hardware.labels(),
-                       include_dashboard=False, **quiet)
+    context = ray.init(address="local", num_cpus=hardware.cores, resources={DEVICE_TOKEN: device_tokens(hardware)},
+                       labels=hardware.labels(os.environ.get(CORES_ENV)), include_dashboard=False, **quiet)
     return "embedded", context.dashboard_url or None
 
 
@@ -52,6 +74,11 @@ class Node:
     host: str
     tokens: int
     free_tokens: int
+    cores: frozenset[int] | None = None  # pinned cores (`--cores`); None: all of the host's cores
+
+    @property
+    def real_gpus(self) -> bool:
+        return self.hw_class == "cuda" and not self.simulated
 
 
 def live_nodes() -> list[Node]:
@@ -63,9 +90,10 @@ def live_nodes() -> list[Node]:
         labels = n.get("Labels", {}) or {}
         tokens = int(n.get("Resources", {}).get(DEVICE_TOKEN, 0))
         if n.get("Alive") and tokens and CLASS_LABEL in labels:
+            cores = labels.get(CORES_LABEL)
             nodes.append(Node(n["NodeID"], labels[CLASS_LABEL], labels.get(CHIP_LABEL, ""),
                               labels.get(SIMULATED_LABEL) == "true", n.get("NodeManagerHostname", ""), tokens,
-                              int(free.get(n["NodeID"], 0))))
+                              int(free.get(n["NodeID"], 0)), frozenset(parse_cores(cores)) if cores else None))
     return nodes
 
 
@@ -76,46 +104,73 @@ def nodes_for(target: str, nodes: list[Node]) -> list[Node]:
     return [n for n in nodes if n.hw_class == target]
 
 
+def cores_exclusive(node: Node, nodes: list[Node]) -> bool:
+    """No other timed trial can run on this CPU node's cores: one token, and no node on its host shares a core.
+
+    Unpinned nodes use every core of the host, so two of them on one machine (`cluster local`) share.
+    """
+    if node.tokens != 1:
+        return False
+    for other in nodes:
+        if other.node_id != node.node_id and other.host == node.host:
+            if node.cores is None or other.cores is None or node.cores & other.cores:
+                return False
+    return True
+
+
 @ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)
 class TrialRunner:
     """Lives on one node and holds one device token: runs that device's trials one at a time, caches models."""
 
     def __init__(self) -> None:
         pin_cores()
-        labels = ray.get_runtime_context().get_node_labels()
+        context = ray.get_runtime_context()
+        labels = context.get_node_labels()
         real = probe()
         labelled = labels.get(CLASS_LABEL, real.hw_class)
         labelled = labelled[0] if isinstance(labelled, list) else labelled
-        self.hardware = probe(simulate=labelled) if labelled != real.hw_class else real
-        self.node_id = ray.get_runtime_context().get_node_id()
+        hardware = probe(simulate=labelled) if labelled != real.hw_class else real
+        # Ray gives a CUDA runner one GPU of its own (num_gpus=1) and shows only it (CUDA_VISIBLE_DEVICES).
+        gpus = ray.get_gpu_ids() if hardware.hw_class == "cuda" and not hardware.simulated else []
+        self.own_gpu = len(gpus) == 1
+        self.hardware = replace(hardware, host_group=labels.get(HOST_GROUP_LABEL, ""),
+                                gpu=int(gpus[0]) if self.own_gpu else None)
+        self.node_id = context.get_node_id()
         self.cache = WorkerCache()
 
-    def run(self, trial: Trial, attempt: int, results: str | None) -> TrialOutcome:
+    def ready(self) -> str:
+        """Answers once the runner lives on its node: trials go only to runners that answered."""
+        return self.node_id
+
+    def run(self, trial: Trial, attempt: int, results: str | None, cores_exclusive: bool) -> TrialOutcome:
         """Run and, given a results root this node can write, write the rows here and return only the trial row.
 
         Writing where the trial ran keeps the driver's cost per trial small and lets workers on other
         machines write to shared storage; the trial row still travels back for progress and the summary.
         """
-        outcome = run_trial(trial, self.hardware, self.cache, exclusive=True)
+        exclusive = self.own_gpu if self.hardware.gpu is not None else cores_exclusive
+        outcome = run_trial(trial, self.hardware, self.cache, exclusive=exclusive)
         outcome.row.update(node_id=self.node_id, attempt=attempt)
         if results is not None:
             Store(results).write_trial(trial.sweep, trial.trial_id, outcome.row, outcome.utterances)
             outcome.utterances, outcome.written = [], True
         return outcome
 
-    def model_loads(self) -> int:
-        return self.cache.model_loads
-
 
 @dataclass
 class Runner:
     handle: Any
     target: str
-    node_id: str
+    node: Node
     writes: bool  # the runner writes its own rows: the results root is a URI or on the runner's host
     models: set[str] = field(default_factory=set)
     in_flight: int = 0
+    ready: bool = False  # it answered `ready`: it lives on its node
     alive: bool = True
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
 
 
 @dataclass
@@ -129,8 +184,27 @@ class Summary:
 OnOutcome = Callable[[Trial, dict[str, Any]], None]
 
 
+@dataclass(frozen=True)
+class Started:
+    """A pending `ready` call: the runner is being placed on its node."""
+
+    runner: Runner
+
+
+@dataclass(frozen=True)
+class Running:
+    """A pending `run` call: the runner is running (or has queued) this trial."""
+
+    runner: Runner
+    trial: Trial
+
+
 class Dispatcher:
-    """Feeds each target's queue to its runners, writes every outcome, retries trials whose worker died."""
+    """Feeds each target's queue to its runners, writes every outcome, retries trials whose worker died.
+
+    Nothing a worker, an actor or a node does ends the driver: every Ray call it waits on is one of the
+    pending calls, and any failure of one becomes a retry, a runner that is not used, or a `failed` row.
+    """
 
     def __init__(self, store: Store, on_outcome: OnOutcome, retries: int):
         self.store, self.on_outcome, self.retries = store, on_outcome, retries
@@ -138,7 +212,9 @@ class Dispatcher:
         self.queues: dict[str, collections.deque[Trial]] = collections.defaultdict(collections.deque)
         self.runners: list[Runner] = []
         self.attempts: collections.Counter[str] = collections.Counter()
-        self.pending: dict[Any, tuple[Runner, Trial]] = {}
+        self.pending: dict[Any, Started | Running] = {}
+        self.unusable: dict[str, str] = {}  # node id -> why no runner goes there again in this run
+        self._layout: tuple[float, list[Node]] = (0.0, [])
 
     def run(self, trials: list[Trial], wait_timeout_s: float) -> Summary:
         started = time.perf_counter()
@@ -147,69 +223,145 @@ class Dispatcher:
         for target in list(self.queues):
             if not self._top_up(target, wait_timeout_s):
                 self._give_up(target, "no_capacity", f"no live node of {target} within {wait_timeout_s:.0f} s")
-        for runner in self.runners:
-            self._feed(runner)
-        while self.pending:
-            [ref], _ = ray.wait(list(self.pending), num_returns=1)
-            runner, trial = self.pending.pop(ref)
-            runner.in_flight -= 1
-            try:
-                outcome: TrialOutcome = ray.get(ref)
-            except NODE_FAILURES as exc:
-                self._lost(runner, trial, exc)
+        while any(isinstance(p, Running) for p in self.pending.values()) or self._waiting_for_runners():
+            done, _ = ray.wait(list(self.pending), num_returns=1, timeout=PLACEMENT_CHECK_S)
+            if done:
+                self._handle(done[0], self.pending.pop(done[0]))
             else:
-                self.summary.compute_s += outcome.row.get("compute_s") or 0.0
-                self._write(trial, outcome.row, outcome.utterances, written=outcome.written)
-            self._feed(runner)
+                self._drop_placements_on_dead_nodes()
         self._close()
         self.summary.wall_s = time.perf_counter() - started
         return self.summary
 
+    def _waiting_for_runners(self) -> bool:
+        """Trials are queued and a runner that could take them is still being placed."""
+        return any(self.queues.get(p.runner.target) for p in self.pending.values() if isinstance(p, Started))
+
+    def _handle(self, ref: Any, call: Started | Running) -> None:
+        runner = call.runner
+        try:
+            value = ray.get(ref)
+        except NODE_FAILURES as exc:
+            if isinstance(call, Started):
+                self._never_started(runner, exc)
+            else:
+                runner.in_flight -= 1
+                self._lost(runner, call.trial, exc)
+        except Exception as exc:  # noqa: BLE001 - the trial's handling failed: it is that trial's row
+            if isinstance(call, Started):
+                self._never_started(runner, exc)
+            else:
+                runner.in_flight -= 1
+                self._record_failure(call.trial, exc)
+        else:
+            if isinstance(call, Started):
+                runner.ready = True
+            else:
+                runner.in_flight -= 1
+                self._finished(call.trial, value)
+        for r in self.runners:
+            self._feed(r)
+        self._give_up_stranded()
+
+    def _drop_placements_on_dead_nodes(self) -> None:
+        """A runner placed on a node that died before it started may wait for ever: stop waiting for it."""
+        alive = {n.node_id for n in self._nodes(fresh=True)}
+        for ref, call in list(self.pending.items()):
+            if isinstance(call, Started) and call.runner.node_id not in alive:
+                del self.pending[ref]
+                self._never_started(call.runner, NodeDiedError(f"node {call.runner.node_id} died before the runner started"))
+        self._give_up_stranded()
+
+    def _finished(self, trial: Trial, outcome: TrialOutcome) -> None:
+        try:
+            self.summary.compute_s += outcome.row.get("compute_s") or 0.0
+            self.summary.model_loads += outcome.row.get("model_reused") is False
+            self._write(trial, outcome.row, outcome.utterances, written=outcome.written)
+        except Exception as exc:  # noqa: BLE001 - e.g. the results directory refused the write
+            self._record_failure(trial, exc)
+
+    def _record_failure(self, trial: Trial, exc: BaseException) -> None:
+        log.warning("trial %s failed outside the trial itself: %s", trial.trial_id, exc)
+        try:
+            self._record(trial, {"status": "failed", "error_type": type(exc).__name__, "attempt": self.attempts[trial.trial_id],
+                                 "error": f"the trial's handling failed: {error_text(exc)}"[:4000]})
+        except Exception as again:  # noqa: BLE001 - not even its row can be written: say so and go on
+            log.error("trial %s: its failed row could not be written either: %s", trial.trial_id, again)
+            self.summary.statuses["failed"] += 1
+
     def _feed(self, runner: Runner) -> None:
         queue = self.queues.get(runner.target)
-        while runner.alive and runner.in_flight < IN_FLIGHT_PER_RUNNER and queue:
+        while runner.alive and runner.ready and runner.in_flight < IN_FLIGHT_PER_RUNNER and queue:
             trial = _next_for(runner, queue)
             self.attempts[trial.trial_id] += 1
             results = self.store.root if runner.writes else None
-            self.pending[runner.handle.run.remote(trial, self.attempts[trial.trial_id], results)] = (runner, trial)
+            exclusive = cores_exclusive(runner.node, self._nodes())
+            ref = runner.handle.run.remote(trial, self.attempts[trial.trial_id], results, exclusive)
+            self.pending[ref] = Running(runner, trial)
             runner.in_flight += 1
             runner.models.add(trial.model.name)
 
+    def _nodes(self, fresh: bool = False) -> list[Node]:
+        """Live nodes, asked of Ray at most every LAYOUT_TTL_S (each ask is a round trip to the GCS)."""
+        asked, nodes = self._layout
+        if fresh or time.monotonic() - asked > LAYOUT_TTL_S:
+            self._layout = (time.monotonic(), live_nodes())
+        return self._layout[1]
+
     def _top_up(self, target: str, wait_timeout_s: float = 0.0) -> bool:
-        """Start a runner for every free device token of the target's live nodes; True if any runner lives."""
+        """Start a runner for every free device token of the target's usable nodes; True if any runner lives."""
         deadline = time.monotonic() + wait_timeout_s
-        while not (nodes := nodes_for(target, live_nodes())) and time.monotonic() < deadline:
+        while not (nodes := self._usable(target)) and time.monotonic() < deadline:
             time.sleep(1.0)
         for node in nodes:
             taken = sum(1 for r in self.runners if r.alive and r.node_id == node.node_id)
             for _ in range(node.tokens - taken):
-                self.runners.append(_start_runner(node, target, self._runner_writes(node)))
+                runner = _start_runner(node, target, self._runner_writes(node))
+                self.runners.append(runner)
+                self.pending[runner.handle.ready.remote()] = Started(runner)
         return any(r.alive and r.target == target for r in self.runners)
+
+    def _usable(self, target: str) -> list[Node]:
+        return [n for n in nodes_for(target, self._nodes(fresh=True)) if n.node_id not in self.unusable]
 
     def _runner_writes(self, node: Node) -> bool:
         return "://" in self.store.root or node.host == socket.gethostname()
+
+    def _never_started(self, runner: Runner, exc: Exception) -> None:
+        """A runner that died before it answered: its node is dead or cannot host one; none goes there again."""
+        log.warning("runner on node %s never started (%s)", runner.node_id[:8], type(exc).__name__)
+        runner.alive = False
+        self.unusable[runner.node_id] = f"a runner there never started: {type(exc).__name__}: {exc}"[:500]
+        _kill(runner)
 
     def _lost(self, runner: Runner, trial: Trial, exc: Exception) -> None:
         """The runner's process or node died mid-trial: retry the trial on a live runner of its target."""
         log.warning("trial %s lost its worker on node %s (%s)", trial.trial_id, runner.node_id[:8], type(exc).__name__)
         if runner.alive:
             runner.alive = False
-            for ref, (other, queued) in list(self.pending.items()):
-                if other is runner:  # its queued trial dies with it; it was not the cause, so no attempt is charged
+            for ref, call in list(self.pending.items()):
+                if isinstance(call, Running) and call.runner is runner:
+                    # its queued trial dies with it; it was not the cause, so no attempt is charged
                     del self.pending[ref]
-                    self.attempts[queued.trial_id] -= 1
-                    self.queues[queued.hardware].appendleft(queued)
-            ray.kill(runner.handle)
+                    runner.in_flight -= 1
+                    self.attempts[call.trial.trial_id] -= 1
+                    self.queues[call.trial.hardware].appendleft(call.trial)
+            _kill(runner)
+        # A replacement may go to the same node (a trial crashed its process) and is used once it answers;
+        # if the node itself is gone it never answers, and that node is not used again.
         has_runner = self._top_up(trial.hardware)
         if self.attempts[trial.trial_id] <= self.retries and has_runner:
             self.queues[trial.hardware].appendleft(trial)
         else:
             self._record(trial, {"status": "failed", "error_type": type(exc).__name__, "attempt": self.attempts[trial.trial_id],
                                  "error": f"its worker died {self.attempts[trial.trial_id]} time(s) running it: {exc}"[:4000]})
-        for r in self.runners:
-            self._feed(r)
-        if not has_runner:
-            self._give_up(trial.hardware, "no_capacity", f"every node of {trial.hardware} died")
+
+    def _give_up_stranded(self) -> None:
+        """Queued trials whose target has no runner alive and none that can be started become no_capacity rows."""
+        for target in [t for t, q in self.queues.items() if q]:
+            if not any(r.alive and r.target == target for r in self.runners) and not self._top_up(target):
+                why = "; ".join(sorted(set(self.unusable.values())))[:1000] or "no live node"
+                self._give_up(target, "no_capacity", f"every node of {target} died or is unusable ({why})")
 
     def _give_up(self, target: str, status: str, why: str) -> None:
         for trial in self.queues.pop(target, ()):
@@ -227,10 +379,17 @@ class Dispatcher:
         self.on_outcome(trial, row)
 
     def _close(self) -> None:
-        alive = [r for r in self.runners if r.alive]
-        self.summary.model_loads = sum(ray.get([r.handle.model_loads.remote() for r in alive])) if alive else 0
-        for r in alive:
-            ray.kill(r.handle)
+        for r in self.runners:
+            if r.alive:
+                _kill(r)
+
+
+def _kill(runner: Runner) -> None:
+    runner.alive = False
+    try:
+        ray.kill(runner.handle)
+    except Exception as exc:  # noqa: BLE001 - an actor already gone (its node died) needs no killing
+        log.debug("kill of a runner on %s: %s", runner.node_id[:8], exc)
 
 
 def run_trials(trials: list[Trial], store: Store, on_outcome: OnOutcome, retries: int = 2,
@@ -239,14 +398,23 @@ def run_trials(trials: list[Trial], store: Store, on_outcome: OnOutcome, retries
     return Dispatcher(store, on_outcome, retries).run(trials, wait_timeout_s)
 
 
-def _start_runner(node: Node, target: str, writes: bool) -> Runner:
-    # Node affinity pins the runner to the node whose token it takes; for class targets the label selector
-    # states the routing rule itself, so a mislabelled placement cannot happen silently.
+def runner_options(node: Node, target: str) -> dict[str, Any]:
+    """How a runner is placed: one device token, on this node; a GPU of its own on a node with real GPUs.
+
+    Node affinity pins the runner to the node whose token it takes; for class targets the label selector
+    states the routing rule itself, so a mislabelled placement cannot happen silently.
+    """
     options: dict[str, Any] = {"resources": {DEVICE_TOKEN: 1},
                                "scheduling_strategy": NodeAffinitySchedulingStrategy(node.node_id, soft=False)}
+    if node.real_gpus:
+        options["num_gpus"] = 1  # Ray assigns the GPU and sets CUDA_VISIBLE_DEVICES: one runner per GPU
     if not target.startswith("chip:"):
         options["label_selector"] = {CLASS_LABEL: target}
-    return Runner(TrialRunner.options(**options).remote(), target, node.node_id, writes)
+    return options
+
+
+def _start_runner(node: Node, target: str, writes: bool) -> Runner:
+    return Runner(TrialRunner.options(**runner_options(node, target)).remote(), target, node, writes)
 
 
 def _next_for(runner: Runner, queue: collections.deque[Trial]) -> Trial:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,13 @@ def demo_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = quantsweep("run", "sweeps/demo.yaml", "--results", str(results))
     (results.parent / "terminal.txt").write_text(done.stdout + done.stderr)
     return results
+
+
+@pytest.fixture
+def cpu_hog() -> Iterator[None]:
+    """Two busy processes beside the test, as on a loaded CI machine: timing- and race-prone code must cope."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    yield
+    for hog in hogs:
+        hog.kill()
+        hog.wait()

@@ -55,10 +55,12 @@ def test_fp32_corpus_wer_on_samples(cache: WorkerCache, samples: list[Utterance]
 
 
 def test_larger_batch_is_measured_not_hidden(cache: WorkerCache, samples: list[Utterance]) -> None:
-    evaluation = evaluate(transcriber(cache, batch_size=4), samples[:6], EvalConfig(batch_size=4, warmup_utterances=0))
+    clips = samples[:6]
+    evaluation = evaluate(transcriber(cache, batch_size=4), clips, EvalConfig(batch_size=4, warmup_utterances=0))
     assert evaluation.columns["batch_size"] == 4
-    assert evaluation.columns["batch_changed_transcripts"] is not None
-    assert 0 <= evaluation.columns["batch_changed_transcripts"] <= 6
+    batched = {r["utt_id"]: r["hypothesis"] for r in evaluation.utterance_rows}
+    alone = run_pass(transcriber(cache), clips, batch_size=1).texts
+    assert evaluation.columns["batch_changed_transcripts"] == sum(batched[u.utt_id] != alone[u.utt_id] for u in clips)
 
 
 def test_long_form_audio_is_transcribed_whole(cache: WorkerCache, samples: list[Utterance], tmp_path) -> None:

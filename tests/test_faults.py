@@ -29,7 +29,7 @@ def rows(results: Path | str, sweep: str) -> list[dict]:
 
 def test_raising_and_segfaulting_trials_become_rows_and_the_sweep_goes_on(tmp_path: Path) -> None:
     entries = [{"name": "fine"}, {"name": "raises", "crash": "raise"}, {"name": "segfaults", "crash": "segfault"},
-               {"name": "fine-too", "sleep_s": 0.01}]
+               {"name": "bad-row", "crash": "bad-row"}, {"name": "fine-too", "sleep_s": 0.01}]
     spec = write_spec(tmp_path / "s.yaml", probe_spec("crashy", tmp_path / "r", entries))
     done = quantsweep("run", str(spec), "--retries", "1")
     by_name = {r["quantization"]: r for r in rows(tmp_path / "r", "crashy")}
@@ -39,7 +39,10 @@ def test_raising_and_segfaulting_trials_become_rows_and_the_sweep_goes_on(tmp_pa
     segv = by_name["segfaults"]
     assert segv["status"] == "failed" and segv["attempt"] == 2, segv
     assert "died 2 time(s)" in segv["error"]
-    assert "2 ok" in done.stderr and "2 failed" in done.stderr
+    # its row could not be written where it ran: the driver records the trial failed, with the cause
+    bad = by_name["bad-row"]
+    assert bad["status"] == "failed" and "the trial's handling failed" in bad["error"] and "not a count" in bad["error"]
+    assert "2 ok" in done.stderr and "3 failed" in done.stderr
 
 
 def test_killed_driver_resumes_without_recomputing(tmp_path: Path) -> None:
@@ -83,12 +86,11 @@ def test_two_drivers_on_one_results_directory(tmp_path: Path) -> None:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for d in drivers:
         assert d.wait(timeout=300) == 0, d.stderr.read()
-    found = rows(tmp_path / "r", "shared")
-    assert len(found) >= 8 and {r["trial_id"] for r in found} == {r["trial_id"] for r in found[:8]} | {
-        r["trial_id"] for r in found}
-    out = json.loads(quantsweep("query", "--results", str(tmp_path / "r"), "--format", "json",
-                                "SELECT trial_id, count(*) AS n FROM trials GROUP BY 1").stdout)
-    assert len(out) == 8 and all(r["n"] == 1 for r in out)
+    planned = json.loads(quantsweep("plan", str(spec), "--format", "json").stdout)
+    # Both drivers ran every trial: each trial is one file (the later run replaced the earlier), one raw row.
+    files = sorted(p.name for p in (tmp_path / "r" / "table=trials" / "sweep=shared").iterdir())
+    assert files == sorted(f"{t['trial_id']}.ok.parquet" for t in planned)
+    assert sorted(r["trial_id"] for r in rows(tmp_path / "r", "shared")) == sorted(t["trial_id"] for t in planned)
     assert not list((tmp_path / "r").rglob("*.tmp"))
 
 

@@ -89,3 +89,35 @@ def test_compact_command(tmp_path: Path) -> None:
     write_grid(store, "s", ["m"], ["x86-cpu"], ["d"], utterances=5)
     done = CliRunner().invoke(app, ["compact", "--results", str(tmp_path / "r")])
     assert done.exit_code == 0 and "compacted 10 files" in done.stderr
+
+
+def test_csv_has_unix_line_ends_and_no_trailing_blank_line(results: Path) -> None:
+    for args in (("leaderboard", "--format", "csv"), ("query", "--format", "csv", "SELECT trial_id FROM trials")):
+        out = run(*args, "--results", str(results))
+        assert "\r" not in out and out.endswith("\n") and not out.endswith("\n\n"), args
+        assert len(out.splitlines()) > 1
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_text('/etc/hostname')",
+    "SELECT * FROM read_parquet('https://example.com/results.parquet')",
+    "SELECT * FROM read_parquet('{results}/../../../etc/passwd')",
+])
+def test_query_reads_only_the_results_directory(results: Path, sql: str) -> None:
+    done = CliRunner().invoke(app, ["query", "--results", str(results), sql.format(results=results)])
+    assert done.exit_code == 2 and "read only the results directory" in done.stderr, done.output
+    assert "Permission Error" in done.stderr
+
+
+@pytest.mark.parametrize("sql", ["INSTALL httpfs", "LOAD httpfs", "SET enable_external_access = true",
+                                 "COPY trials TO '/tmp/out.csv'"])
+def test_query_cannot_change_the_sandbox(results: Path, sql: str) -> None:
+    done = CliRunner().invoke(app, ["query", "--results", str(results), sql])
+    assert done.exit_code == 2 and "read-only SELECT" in done.stderr
+
+
+def test_query_reads_every_table_of_the_results(results: Path) -> None:
+    out = json.loads(run("query", "--results", str(results), "--format", "json",
+                         "SELECT (SELECT count(*) FROM utterances) AS u, (SELECT count(*) FROM trials_files) AS t"))
+    assert out == [{"u": 11 * 80, "t": 11}]

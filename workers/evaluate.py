@@ -5,7 +5,6 @@ import io
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -270,44 +269,3 @@ def serialized_bytes(model: nn.Module) -> int:
     counter = _ByteCounter()
     torch.save(model.state_dict(), counter)
     return counter.size
-
-
-@contextmanager
-def peak_memory(device: str) -> Iterator[dict[str, Any]]:
-    """Peak memory while the block runs: RSS high-water mark on CPU, allocator peaks on CUDA and MPS."""
-    result: dict[str, Any] = {}
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        yield result
-        result.update(peak_mem_bytes=int(torch.cuda.max_memory_allocated()), peak_mem_kind="cuda_max_allocated")
-    elif device == "mps":
-        yield result
-        result.update(peak_mem_bytes=int(torch.mps.driver_allocated_memory()), peak_mem_kind="mps_driver_allocated")
-    else:
-        _reset_rss_peak()
-        yield result
-        result.update(peak_mem_bytes=_rss_peak(), peak_mem_kind="rss_hwm")
-
-
-def _reset_rss_peak() -> None:
-    # Linux resets VmHWM to the current RSS when "5" is written to clear_refs; elsewhere the peak is the process's.
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def _rss_peak() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024

@@ -15,6 +15,10 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_v
 CLASS_LABEL = "quantsweep/hw-class"
 CHIP_LABEL = "quantsweep/hw-chip"
 SIMULATED_LABEL = "quantsweep/simulated"
+# Machines interchangeable for timing (same instance type, say): baselines may come from any of them.
+HOST_GROUP_LABEL = "quantsweep/host-group"
+# The cores a node's trials are pinned to (`--cores`), so the driver can tell whether two nodes share cores.
+CORES_LABEL = "quantsweep/cores"
 # One unit per physical device (a GPU, an Apple SoC, a CPU node's cores): a trial runner holds one for its
 # whole life, so two timed trials never share a device.
 DEVICE_TOKEN = "quantsweep_device"
@@ -32,6 +36,8 @@ class Hardware:
     host: str
     versions: dict[str, str] = field(default_factory=dict)
     simulated: bool = False
+    host_group: str = ""  # the node's host-group label; empty means the host alone
+    gpu: int | None = None  # the physical GPU Ray assigned this process (CUDA_VISIBLE_DEVICES shows only it)
 
     def device(self) -> Device:
         if self.simulated or self.hw_class not in ("cuda", "apple"):
@@ -40,13 +46,22 @@ class Hardware:
             torch_device = "cuda:0" if self.hw_class == "cuda" else "mps"
         return Device(self.hw_class, torch_device, self.chip, self.isa_flags, self.simulated)
 
-    def labels(self) -> dict[str, str]:
+    def labels(self, cores: str | None = None) -> dict[str, str]:
         """Ray node labels (label-based scheduling): strings only, names under the quantsweep/ prefix."""
-        return {
+        labels = {
             CLASS_LABEL: self.hw_class,
             CHIP_LABEL: _label_value(self.chip),
             SIMULATED_LABEL: str(self.simulated).lower(),
         }
+        if cores:
+            labels[CORES_LABEL] = ",".join(map(str, sorted(parse_cores(cores))))
+        return labels
+
+    @property
+    def device_name(self) -> str:
+        """The device as the machine numbers it: `cuda:<physical index>` for an assigned GPU."""
+        device = self.device().torch_device
+        return f"cuda:{self.gpu}" if device.startswith("cuda") and self.gpu is not None else device
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -122,12 +137,20 @@ def probe(simulate: str | None = None) -> Hardware:
     )
 
 
+def parse_cores(spec: str) -> set[int]:
+    """`0-3,6` -> {0, 1, 2, 3, 6}; a clear error names what cannot be read."""
+    cores: set[int] = set()
+    for part in spec.split(","):
+        low, _, high = part.strip().partition("-")
+        try:
+            cores |= set(range(int(low), int(high or low) + 1))
+        except ValueError:
+            raise ValueError(f"--cores {spec!r}: write core numbers and ranges such as 0-3,6") from None
+    return cores
+
+
 def pin_cores() -> None:
     """Pin this process to the node's cores (QUANTSWEEP_CORES) so neighbours on other cores never share them."""
     spec = os.environ.get(CORES_ENV)
     if spec and hasattr(os, "sched_setaffinity"):
-        cores: set[int] = set()
-        for part in spec.split(","):
-            low, _, high = part.partition("-")
-            cores |= set(range(int(low), int(high or low) + 1))
-        os.sched_setaffinity(0, cores)
+        os.sched_setaffinity(0, parse_cores(spec))

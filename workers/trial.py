@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import hashlib
+import importlib.metadata
 import json
 import os
 import time
 import traceback
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,15 +19,19 @@ import torch
 
 from workers.datasets import DatasetConfig, Utterance, load_utterances
 from workers.device import Device
-from workers.evaluate import EvalConfig, evaluate, peak_memory, run_pass, serialized_bytes
+from workers.evaluate import EvalConfig, Transcriber, evaluate, run_pass, serialized_bytes
 from workers.hardware import Hardware
+from workers.isolation import run_isolated
 from workers.logs import TrialLog, captured
+from workers.memory import (CPU_KIND, CPU_KIND_NO_RESET, allocated, device_peak, model_mem_bytes,
+                            release_freed_memory, reset_rss_peak, rss_bytes, rss_peak)
 from workers.models import LoadedModel, ModelConfig, load_model
 from workers.models.families import FAMILIES
 from workers.quantizers import QuantizationConfig, quantizer_for
 from workers.quantizers.base import Calibrate, QuantizedModel
 
 TRACEBACK_LINES = 12
+QUANTSWEEP_VERSION = importlib.metadata.version("quantsweep")
 
 
 @dataclass(frozen=True)
@@ -45,8 +52,12 @@ class Trial:
         """The trials-table columns that say what was run (known before it runs)."""
         q = self.quantization
         described = q.describe()
+        config = json.loads(self.config)
+        eval_config = json.dumps(config.pop("eval", None), sort_keys=True, separators=(",", ":"))
+        setup = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return {
-            "sweep": self.sweep, "trial_id": self.trial_id, "config": self.config,
+            "sweep": self.sweep, "trial_id": self.trial_id, "config": self.config, "eval_config": eval_config,
+            "setup_id": hashlib.sha256(setup.encode()).hexdigest()[:16],
             "model": self.model.name, "model_source": self.model.source, "family": self.model.family,
             "quantization": q.label(), "library": q.library, **described.__dict__,
             "calibration_dataset": self.calibration.name if self.calibration else None,
@@ -78,6 +89,15 @@ def error_text(exc: BaseException) -> str:
 
 
 @dataclass
+class Quantized:
+    """A quantized model as a worker keeps it: how long quantizing took and what the device held before it."""
+
+    quantized: QuantizedModel
+    quantize_s: float
+    allocated_before: int  # device allocator bytes before the model existed (GPU memory is measured above it)
+
+
+@dataclass
 class WorkerCache:
     """What a worker process keeps between trials: each model read from disk once, each dataset decoded once."""
 
@@ -85,7 +105,7 @@ class WorkerCache:
     baseline_bytes: dict[ModelConfig, int] = field(default_factory=dict)
     datasets: dict[DatasetConfig, list[Utterance]] = field(default_factory=dict)
     # The last quantized model: trials of one quantization on several datasets quantize once (one kept, for memory).
-    last_quantized: tuple[tuple, QuantizedModel, float] | None = None
+    last_quantized: tuple[tuple, Quantized] | None = None
     model_loads: int = 0
 
     def model(self, config: ModelConfig) -> tuple[LoadedModel, bool]:
@@ -96,17 +116,17 @@ class WorkerCache:
             self.baseline_bytes[config] = serialized_bytes(self.models[config].model)
         return self.models[config], reused
 
-    def quantized(self, trial: Trial, device: Device,
-                  quantize: Callable[[], QuantizedModel]) -> tuple[QuantizedModel, float, bool]:
-        """(quantized model, seconds its quantization took, whether it was reused from an earlier trial)."""
+    def quantized(self, trial: Trial, device: Device, quantize: Callable[[], QuantizedModel]) -> tuple[Quantized, bool]:
+        """The trial's quantized model and whether it was reused from an earlier trial."""
         key = (trial.model, trial.quantization, trial.calibration, device.torch_device)
         if self.last_quantized and self.last_quantized[0] == key:
-            return self.last_quantized[1], self.last_quantized[2], True
+            return self.last_quantized[1], True
         self.last_quantized = None  # free the previous one before building the next
+        allocated_before = allocated(device.torch_device)
         started = time.perf_counter()
-        quantized = quantize()
-        self.last_quantized = (key, quantized, time.perf_counter() - started)
-        return quantized, self.last_quantized[2], False
+        model = quantize()
+        self.last_quantized = (key, Quantized(model, time.perf_counter() - started, allocated_before))
+        return self.last_quantized[1], False
 
     def utterances(self, config: DatasetConfig) -> list[Utterance]:
         if config not in self.datasets:
@@ -135,7 +155,7 @@ def run_trial(trial: Trial, hardware: Hardware, cache: WorkerCache, exclusive: b
             if reason:
                 row.update(status="unsupported", error=reason)
             else:
-                utterance_rows = _measure(trial, device, cache, row)
+                utterance_rows = _measure(trial, hardware, cache, row, log)
                 row["status"] = "ok"
         except Exception as exc:  # a trial's failure is a row, never the end of the sweep
             row.update(status="failed", error=error_text(exc), error_type=type(exc).__name__)
@@ -149,38 +169,84 @@ def where_it_ran(hardware: Hardware, device: Device) -> dict[str, Any]:
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     return {
         "hw_class": hardware.hw_class, "hw_chip": hardware.chip, "hw_simulated": hardware.simulated,
-        "isa_flags": ",".join(hardware.isa_flags), "device": device.torch_device, "host": hardware.host,
+        "isa_flags": ",".join(hardware.isa_flags), "device": hardware.device_name, "host": hardware.host,
         "versions": json.dumps(hardware.versions, sort_keys=True), "cores": ",".join(map(str, cores)),
+        "host_group": hardware.host_group or hardware.host, "quantsweep_version": QUANTSWEEP_VERSION,
     }
 
 
-def _measure(trial: Trial, device: Device, cache: WorkerCache, row: dict[str, Any]) -> list[dict]:
+def _measure(trial: Trial, hardware: Hardware, cache: WorkerCache, row: dict[str, Any], log: TrialLog) -> list[dict]:
+    device = hardware.device()
     loaded, reused = cache.model(trial.model)
     utterances = cache.utterances(trial.dataset)
     calibration = cache.utterances(trial.calibration) if trial.calibration else None
     row.update(load_s=loaded.load_s, model_reused=reused, baseline_size_bytes=cache.baseline_bytes[trial.model])
-    with peak_memory(device.torch_device) as peak:
-        quantized, row["quantize_s"], row["quantized_reused"] = cache.quantized(
-            trial, device, lambda: _quantize(trial, device, loaded, calibration))
-        transcriber = FAMILIES[trial.model.family].transcriber(quantized.model, loaded.processor,
-                                                               device.torch_device, trial.eval, trial.dataset.language)
+    kept, row["quantized_reused"] = cache.quantized(trial, device, lambda: _quantize(trial, device, loaded, calibration))
+    quantized = kept.quantized
+    row["quantize_s"] = kept.quantize_s
+    transcriber = FAMILIES[trial.model.family].transcriber(quantized.model, loaded.processor,
+                                                           device.torch_device, trial.eval, trial.dataset.language)
 
-        def on_timed(starting: bool) -> None:
-            row["timed_started_at" if starting else "timed_finished_at"] = now()
+    def on_timed(starting: bool) -> None:
+        row["timed_started_at" if starting else "timed_finished_at"] = now()
 
-        started = time.perf_counter()
+    started = time.perf_counter()
+    with device_peak(device.torch_device, kept.allocated_before) if not device.is_cpu else nullcontext({}) as peak:
         evaluation = evaluate(transcriber, utterances, trial.eval, on_timed)
-        row["eval_s"] = time.perf_counter() - started
+    row["eval_s"] = time.perf_counter() - started
+    if device.is_cpu:
+        # The worker holds cached models and datasets: CPU memory is measured where only this model lives.
+        peak, output = run_isolated(memory_pass, trial, hardware, memory_clips(utterances, trial.eval.batch_size),
+                                    calibration)
+        for line in output.splitlines():
+            log.add(line)
     row.update(peak)
     row.update(evaluation.columns)
     row.update(
         quantized_modules=quantized.quantized_modules, quantized_params=quantized.quantized_params,
         total_params=quantized.total_params,
         quantized_param_share=quantized.quantized_params / quantized.total_params,
-        model_size_bytes=serialized_bytes(quantized.model),
+        model_size_bytes=serialized_bytes(quantized.model), model_mem_bytes=model_mem_bytes(quantized.model),
     )
     row["size_reduction"] = 1 - row["model_size_bytes"] / row["baseline_size_bytes"]
     return evaluation.utterance_rows
+
+
+def memory_clips(utterances: list[Utterance], batch_size: int) -> list[Utterance]:
+    """The batch that needs the most memory: the longest clips of the dataset, as many as one batch holds."""
+    valid = [u for u in utterances if u.audio is not None]
+    return sorted(valid, key=lambda u: (u.duration_s, u.utt_id))[-batch_size:]
+
+
+def memory_pass(trial: Trial, hardware: Hardware, clips: list[Utterance],
+                calibration: list[Utterance] | None) -> dict[str, Any]:
+    """In an isolated child: load, quantize, infer on `clips`; the resident memory inference needed.
+
+    A first round of the same (load, quantize, infer), dropped before the reading, imports the family's and
+    the library's code and lets the libraries initialise what they load lazily (their kernels, over 100 MB
+    of modules for Whisper): the figure is the model and its inference (weights, scales, activations,
+    caches), not the interpreter or code.
+    """
+    device = hardware.device()
+    torch.set_num_threads(trial.eval.threads or hardware.cores)
+    run_pass(_deployed(trial, device, calibration), clips, trial.eval.batch_size)
+    release_freed_memory()
+    before = rss_bytes()
+    transcriber = _deployed(trial, device, calibration)
+    release_freed_memory()  # the loaded checkpoint and the float weights quantization replaced are gone
+    resettable = reset_rss_peak()
+    run_pass(transcriber, clips, trial.eval.batch_size)
+    return {"peak_mem_bytes": rss_peak() - before, "peak_mem_kind": CPU_KIND if resettable else CPU_KIND_NO_RESET}
+
+
+def _deployed(trial: Trial, device: Device, calibration: list[Utterance] | None) -> Transcriber:
+    """A transcriber over a freshly loaded and quantized model that nothing else holds."""
+    loaded = load_model(trial.model)
+    # A copy in anonymous memory, as in the worker: the loaded weights are pages of the mapped checkpoint
+    # file, resident only where touched, which would make the figure depend on what quantization read.
+    quantized = _quantize(trial, device, loaded, calibration)
+    return FAMILIES[trial.model.family].transcriber(quantized.model, loaded.processor, device.torch_device,
+                                                    trial.eval, trial.dataset.language)
 
 
 def _quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: list[Utterance] | None) -> QuantizedModel:

@@ -5,7 +5,9 @@
 CREATE OR REPLACE VIEW leaderboard AS
 WITH board AS (
     SELECT
-        t.dataset, t.hw_class, t.model, t.quantization, t.library, t.scheme, t.weight_bits, t.act_bits,
+        -- simulated hardware (a class label on a CPU) never reads as the real class: it has its own rows
+        t.dataset, CASE WHEN t.hw_simulated THEN t.hw_class || ' (simulated)' ELSE t.hw_class END AS hw_class,
+        t.hw_simulated, t.model, t.quantization, t.library, t.scheme, t.weight_bits, t.act_bits,
         t.granularity, t.group_size, t.dynamic,
         s.wer, x.wer_ci_low, x.wer_ci_high, s.cer,
         s.wer - b.baseline_wer AS delta_wer, x.delta_wer_ci_low, x.delta_wer_ci_high, x.delta_wer_p,
@@ -22,7 +24,7 @@ WITH board AS (
         t.n_utterances, x.n_paired, s.ref_words, t.audio_seconds, s.scoring, s.normalizer,
         t.threads, t.batch_size, t.hw_chip, t.host, t.sweep, t.trial_id, t.run_id,
         b.baseline_trial_id, b.baseline_run_id, b.baseline_wer
-    FROM trials AS t
+    FROM current_trials AS t
     JOIN scored AS s USING (sweep, trial_id)
     JOIN baselines AS b USING (sweep, trial_id)
     LEFT JOIN stats AS x
@@ -62,6 +64,6 @@ SELECT
              AND wer <= best_wer_same_rtf, false) AS on_pareto_rtf,
     on_pareto_size OR on_pareto_rtf AS on_pareto,
     is_baseline, n_utterances, n_paired, ref_words, audio_seconds, scoring, normalizer, threads, batch_size,
-    hw_chip, host,
+    hw_chip, host, hw_simulated,
     sweep, trial_id, run_id, baseline_trial_id, baseline_run_id, baseline_wer
 FROM fronts;

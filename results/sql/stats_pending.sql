@@ -2,7 +2,7 @@
 CREATE OR REPLACE VIEW stats_pending AS
 SELECT t.sweep, t.run_id, s.scoring, coalesce(b.baseline_run_id, '') AS baseline_run_id,
        coalesce(b.baseline_scoring, '') AS baseline_scoring
-FROM trials AS t
+FROM current_trials AS t
 JOIN scored AS s USING (sweep, trial_id)
 JOIN baselines AS b USING (sweep, trial_id)
 ANTI JOIN stats AS x

@@ -1,5 +1,6 @@
 -- support_matrix: library x scheme x hardware class -> ok / unsupported (reason) / failed (error class),
 -- over the latest run of every trial. `ok` wins when some trials of the cell ran (failures still counted).
+-- Simulated hardware has rows of its own, its class marked "(simulated)".
 CREATE OR REPLACE VIEW support_matrix AS
 SELECT library, scheme, hw_class,
        CASE WHEN count(*) FILTER (WHERE status = 'ok') > 0 THEN 'ok'
@@ -12,5 +13,6 @@ SELECT library, scheme, hw_class,
        count(*) FILTER (WHERE status = 'failed') AS n_failed,
        count(*) FILTER (WHERE status = 'unsupported') AS n_unsupported,
        count(*) FILTER (WHERE status = 'no_capacity') AS n_no_capacity
-FROM trials
+FROM (SELECT * REPLACE (CASE WHEN hw_simulated THEN hw_class || ' (simulated)' ELSE hw_class END AS hw_class)
+      FROM current_trials)
 GROUP BY library, scheme, hw_class;

@@ -73,7 +73,9 @@ FAMILIES["noop"] = Noop()
 class ProbeConfig(QuantConfig):
     library: Literal["probe"] = "probe"
     sleep_s: float = Field(0.0, ge=0, description="seconds the transcriber sleeps per batch (a stand-in for work)")
-    crash: Literal["none", "raise", "segfault"] = "none"
+    # bad-row: the trial runs but its row cannot be written (a column of the wrong type): the error is outside
+    # the trial itself, in its handling on the worker
+    crash: Literal["none", "raise", "segfault", "bad-row"] = "none"
     crash_on: str = Field("*", description="only crash on nodes of this hardware class")
 
     def describe(self) -> Description:
@@ -97,4 +99,6 @@ class ProbeQuantizer(Quantizer):
             if cfg.crash == "segfault":
                 os.kill(os.getpid(), signal.SIGSEGV)
         model.probe_sleep_s = cfg.sleep_s
+        if cfg.crash == "bad-row" and cfg.crash_on in ("*", device.hw_class):
+            return QuantizedModel(model, "not a count", 0, count_params(model))  # type: ignore[arg-type]
         return QuantizedModel(model, 0, 0, count_params(model))

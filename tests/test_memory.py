@@ -1,0 +1,71 @@
+"""Memory that means something: independent of trial order and of the worker's caches; tensor bytes as resident."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import quantsweep, write_spec
+from results.store import Store
+from workers.memory import CPU_KIND, model_mem_bytes
+from workers.models import ModelConfig, load_model
+
+
+def test_model_mem_bytes_counts_every_storage_once() -> None:
+    embedding = nn.Embedding(10, 4)
+    head = nn.Linear(4, 10)
+    head.weight = embedding.weight  # tied, as Whisper's proj_out is to its token embedding
+    model = nn.ModuleDict({"embedding": embedding, "head": head})
+    assert model_mem_bytes(model) == (10 * 4 + 10) * 4
+
+
+def test_model_mem_bytes_sees_packed_int8_weights() -> None:
+    fp32 = nn.Sequential(nn.Linear(64, 32))
+    int8 = torch.ao.quantization.quantize_dynamic(fp32, {nn.Linear}, dtype=torch.qint8)
+    # packed weights are not parameters: counted from the state dict, 1 byte per weight plus the fp32 bias
+    assert 64 * 32 + 32 * 4 <= model_mem_bytes(int8) < model_mem_bytes(fp32) == (64 * 32 + 32) * 4
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """fp32 measured first and last in one sweep, with quantized models (and their caches) in between."""
+    tmp = tmp_path_factory.mktemp("memory")
+    spec = {
+        "sweep": "memory", "results": str(tmp / "r"),
+        "models": [{"name": "whisper-tiny.en", "packaged": "whisper-tiny.en"}],
+        "quantization": [{"library": "none", "name": "fp32-first"}, {"library": "torch", "scheme": "dynamic-int8"},
+                         {"library": "hqq", "weight_bits": 4, "group_size": 64}, {"library": "none", "name": "fp32-last"}],
+        "datasets": [{"name": "samples", "source": "samples", "max_utterances": 2}],
+        "eval": {"warmup_utterances": 0, "max_new_tokens": 24},
+    }
+    quantsweep("run", str(write_spec(tmp / "memory.yaml", spec)))
+    rows = Store(str(tmp / "r")).read("trials", "memory").to_pylist()
+    assert [r["status"] for r in rows] == ["ok"] * 4, [r["error"] for r in rows]
+    return {r["quantization"]: r for r in rows}
+
+
+def test_the_same_trial_first_and_last_agrees_within_5_percent(measured: dict[str, dict]) -> None:
+    first, last = measured["fp32-first"], measured["fp32-last"]
+    assert first["started_at"] < measured["hqq-w4-g64"]["started_at"] < last["started_at"]
+    assert first["peak_mem_kind"] == last["peak_mem_kind"] == CPU_KIND
+    assert abs(first["peak_mem_bytes"] - last["peak_mem_bytes"]) <= 0.05 * first["peak_mem_bytes"], (
+        first["peak_mem_bytes"], last["peak_mem_bytes"])
+
+
+def test_quantized_models_need_less_than_fp32(measured: dict[str, dict]) -> None:
+    fp32 = min(measured["fp32-first"]["peak_mem_bytes"], measured["fp32-last"]["peak_mem_bytes"])
+    for label in ("torch-dynamic-int8", "hqq-w4-g64"):
+        row = measured[label]
+        assert row["model_mem_bytes"] < measured["fp32-first"]["model_mem_bytes"], label
+        assert row["peak_mem_bytes"] < fp32, (label, row["peak_mem_bytes"], fp32)
+        # inference needs the model and more (activations), never less
+        assert row["peak_mem_bytes"] > row["model_mem_bytes"], label
+
+
+def test_fp32_model_memory_is_its_parameters(measured: dict[str, dict]) -> None:
+    model = load_model(ModelConfig(name="whisper-tiny.en", packaged="whisper-tiny.en")).model
+    expected = sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights once
+    expected += sum(b.numel() * b.element_size() for b in model.buffers())
+    assert measured["fp32-first"]["model_mem_bytes"] == expected

@@ -1,0 +1,160 @@
+"""Memory room: how much memory inference with a quantized model needs on its device, and its tensors' bytes.
+
+CPU: measured in an isolated child (workers/isolation.py) that holds nothing but this trial's model, as the
+resident-set high-water mark during inference minus the resident set before the model was loaded. CUDA: the
+allocator's peak minus what was allocated before the trial's model existed. MPS has no peak counter: the
+allocation is sampled during inference. `peak_mem_kind` names which of these a row holds.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import resource
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+CPU_KIND = "rss_hwm_delta_isolated"  # VmHWM during inference - VmRSS before the model, in a fresh child
+CPU_KIND_NO_RESET = "rss_maxrss_delta_isolated"  # no way to reset the high-water mark: includes quantization
+CUDA_KIND = "cuda_max_allocated_delta"
+MPS_KIND = "mps_sampled_allocated_delta"
+MPS_SAMPLE_S = 0.002
+
+
+def _status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def rss_bytes() -> int:
+    """The resident set now (Linux); elsewhere the peak so far, the best the platform tells."""
+    current = _status_bytes("VmRSS")
+    return current if current is not None else _maxrss()
+
+
+def _maxrss() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def release_freed_memory() -> None:
+    """Give freed heap pages back to the OS (glibc keeps them otherwise), so RSS counts live memory only."""
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+def reset_rss_peak() -> bool:
+    """Linux resets VmHWM to the current RSS when "5" is written to clear_refs; False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def rss_peak() -> int:
+    peak = _status_bytes("VmHWM")
+    return peak if peak is not None else _maxrss()
+
+
+def _tensor_storages(tensor: torch.Tensor) -> Iterator[torch.Tensor]:
+    """The plain tensors holding a tensor's data: tensor subclasses (torchao, quanto) hold several inner ones."""
+    if hasattr(tensor, "__tensor_flatten__") and type(tensor) is not torch.Tensor and not isinstance(tensor, nn.Parameter):
+        names, _ = tensor.__tensor_flatten__()
+        for name in names:
+            yield from _tensor_storages(getattr(tensor, name))
+    elif isinstance(tensor, nn.Parameter) and hasattr(tensor.data, "__tensor_flatten__") and type(tensor.data) is not torch.Tensor:
+        yield from _tensor_storages(tensor.data)
+    else:
+        yield tensor
+
+
+def model_mem_bytes(model: nn.Module) -> int:
+    """Bytes of the model's tensors as resident (each storage once): packed weights, scales and zeros included.
+
+    The state dict is walked rather than `parameters()`: packed int8 weights (torch.ao) and quantized
+    buffers live there, and tied weights (Whisper's proj_out) share one storage that is counted once.
+    """
+    seen: set[tuple[str, int]] = set()
+    total = 0
+    for value in model.state_dict(keep_vars=True).values():
+        tensors = [value] if isinstance(value, torch.Tensor) else [v for v in _flatten(value) if isinstance(v, torch.Tensor)]
+        for tensor in tensors:
+            for inner in _tensor_storages(tensor):
+                if inner.is_quantized:
+                    inner = inner.int_repr()  # per-channel scales are small beside the int8 values
+                storage = inner.untyped_storage()
+                key = (str(inner.device), storage.data_ptr())
+                if key not in seen:
+                    seen.add(key)
+                    total += storage.nbytes()
+    return total
+
+
+def _flatten(value: Any) -> Iterator[Any]:
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _flatten(v)
+    else:
+        yield value
+
+
+@contextmanager
+def device_peak(device: str, allocated_before: int) -> Iterator[dict[str, Any]]:
+    """Peak memory of the block on a GPU, above `allocated_before` (what was allocated before the model existed)."""
+    result: dict[str, Any] = {}
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        yield result
+        torch.cuda.synchronize()
+        result.update(peak_mem_bytes=int(torch.cuda.max_memory_allocated()) - allocated_before, peak_mem_kind=CUDA_KIND)
+    elif device == "mps":
+        peak = [torch.mps.current_allocated_memory()]
+        done = threading.Event()
+
+        def sample() -> None:  # torch.mps has no peak counter: sample the allocation while the block runs
+            while not done.is_set():
+                peak[0] = max(peak[0], torch.mps.current_allocated_memory())
+                time.sleep(MPS_SAMPLE_S)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            yield result
+        finally:
+            torch.mps.synchronize()
+            done.set()
+            sampler.join()
+        peak[0] = max(peak[0], torch.mps.current_allocated_memory())
+        result.update(peak_mem_bytes=peak[0] - allocated_before, peak_mem_kind=MPS_KIND)
+    else:
+        raise ValueError(f"{device}: CPU memory is measured in an isolated child, not in the worker")
+
+
+def allocated(device: str) -> int:
+    """Bytes the device's allocator holds for tensors now (0 on the CPU, which is measured otherwise)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        return int(torch.cuda.memory_allocated())
+    if device == "mps":
+        return int(torch.mps.current_allocated_memory())
+    return 0
