@@ -49,13 +49,33 @@ def _maxrss() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's initial value
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+def fix_mmap_threshold() -> None:
+    """Serve every block above 128 KiB (tensors) by mmap, returned to the OS when freed.
+
+    glibc raises the threshold each time a mapped block is freed, after which large blocks come from the
+    heap and linger there, fragmented: the resident set then depends on what ran before. Setting it once
+    turns that adjustment off.
+    """
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
 def release_freed_memory() -> None:
     """Give freed heap pages back to the OS (glibc keeps them otherwise), so RSS counts live memory only."""
     import gc
 
     gc.collect()
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
+    libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
 

@@ -23,8 +23,8 @@ from workers.evaluate import EvalConfig, Transcriber, evaluate, run_pass, serial
 from workers.hardware import Hardware
 from workers.isolation import run_isolated
 from workers.logs import TrialLog, captured
-from workers.memory import (CPU_KIND, CPU_KIND_NO_RESET, allocated, device_peak, model_mem_bytes,
-                            release_freed_memory, reset_rss_peak, rss_bytes, rss_peak)
+from workers.memory import (CPU_KIND, CPU_KIND_NO_RESET, allocated, device_peak, fix_mmap_threshold,
+                            model_mem_bytes, release_freed_memory, reset_rss_peak, rss_bytes, rss_peak)
 from workers.models import LoadedModel, ModelConfig, load_model
 from workers.models.families import FAMILIES
 from workers.quantizers import QuantizationConfig, quantizer_for
@@ -229,6 +229,7 @@ def memory_pass(trial: Trial, hardware: Hardware, clips: list[Utterance],
     """
     device = hardware.device()
     torch.set_num_threads(trial.eval.threads or hardware.cores)
+    fix_mmap_threshold()
     run_pass(_deployed(trial, device, calibration), clips, trial.eval.batch_size)
     release_freed_memory()
     before = rss_bytes()
