@@ -14,7 +14,8 @@ import torch
 from transformers import pipeline
 
 from workers.datasets import DatasetConfig
-from workers.evaluate import EvalConfig, WhisperTranscriber, run_pass
+from workers.evaluate import EvalConfig, run_pass
+from workers.models.whisper import WhisperTranscriber
 from workers.models import ModelConfig
 from workers.trial import WorkerCache
 

@@ -20,7 +20,7 @@ from workers.evaluate import EvalConfig, evaluate, peak_memory, run_pass, serial
 from workers.hardware import Hardware
 from workers.logs import TrialLog, captured
 from workers.models import LoadedModel, ModelConfig, load_model
-from workers.models.families import FAMILIES
+from workers.models.families import FAMILIES, with_family_defaults
 from workers.quantizers import QuantizationConfig, quantizer_for
 from workers.quantizers.base import Calibrate, QuantizedModel
 
@@ -131,7 +131,8 @@ def run_trial(trial: Trial, hardware: Hardware, cache: WorkerCache, exclusive: b
     with captured(log):
         try:
             quantizer = quantizer_for(trial.quantization)
-            reason = quantizer.supports(device) or quantizer.missing()
+            reason = (quantizer.supports(device) or quantizer.missing()
+                      or (trial.model.family and quantizer.supports_family(trial.model.family)))
             if reason:
                 row.update(status="unsupported", error=reason)
             else:
@@ -162,14 +163,17 @@ def _measure(trial: Trial, device: Device, cache: WorkerCache, row: dict[str, An
     with peak_memory(device.torch_device) as peak:
         quantized, row["quantize_s"], row["quantized_reused"] = cache.quantized(
             trial, device, lambda: _quantize(trial, device, loaded, calibration))
-        transcriber = FAMILIES[trial.model.family].transcriber(quantized.model, loaded.processor,
-                                                               device.torch_device, trial.eval, trial.dataset.language)
+        row["family"] = loaded.family
+        transcriber = FAMILIES[loaded.family].transcriber(quantized.model, loaded.processor,
+                                                          device.torch_device, trial.eval, trial.dataset.language)
 
         def on_timed(starting: bool) -> None:
             row["timed_started_at" if starting else "timed_finished_at"] = now()
 
         started = time.perf_counter()
-        evaluation = evaluate(transcriber, utterances, trial.eval, on_timed)
+        # A dataset scored by its leaderboard's normaliser says so; the others take the sweep's.
+        eval_config = trial.eval.model_copy(update={"normalizer": trial.dataset.normalizer or trial.eval.normalizer})
+        evaluation = evaluate(transcriber, utterances, eval_config, on_timed)
         row["eval_s"] = time.perf_counter() - started
     row.update(peak)
     row.update(evaluation.columns)
@@ -187,14 +191,14 @@ def _quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: li
     """A fresh copy of the float model, on the device, quantized (calibrated first for static schemes)."""
     model = copy.deepcopy(loaded.model).to(device.torch_device)
     calibrate = _calibrator(trial, device, loaded, model, calibration) if calibration is not None else None
-    return quantizer_for(trial.quantization).quantize(model, device, calibrate)
+    return quantizer_for(with_family_defaults(trial.quantization, loaded.family)).quantize(model, device, calibrate)
 
 
 def _calibrator(trial: Trial, device: Device, loaded: LoadedModel, model: torch.nn.Module,
                 calibration: list[Utterance]) -> Calibrate:
     """Runs the model being quantized over the calibration split (never the evaluation audio)."""
-    transcriber = FAMILIES[trial.model.family].transcriber(model, loaded.processor, device.torch_device,
-                                                           trial.eval, trial.calibration.language)
+    transcriber = FAMILIES[loaded.family].transcriber(model, loaded.processor, device.torch_device,
+                                                      trial.eval, trial.calibration.language)
     clips = [u for u in calibration if u.audio is not None]
 
     def calibrate(m: torch.nn.Module) -> None:

@@ -19,7 +19,8 @@ from torch import nn
 from workers.device import Device
 from workers.evaluate import EvalConfig, StageTimes
 from workers.models import ModelConfig
-from workers.models.families import FAMILIES, Whisper
+from workers.models.families import FAMILIES
+from workers.models.whisper import Whisper
 from workers.quantizers import register
 from workers.quantizers.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, count_params
 
@@ -55,6 +56,8 @@ class NoopTranscriber:
 
 
 class Noop:
+    default_exclude: tuple[str, ...] = ()
+
     def locate(self, config: ModelConfig) -> str:
         return "noop"
 
