@@ -15,8 +15,8 @@ from transformers import pipeline
 
 from workers.datasets import DatasetConfig
 from workers.evaluate import EvalConfig, run_pass
-from workers.models.whisper import WhisperTranscriber
 from workers.models import ModelConfig
+from workers.models.whisper import WhisperTranscriber
 from workers.trial import WorkerCache
 
 

@@ -8,8 +8,8 @@ import torch
 
 from workers.datasets import DatasetConfig, Utterance, load_utterances
 from workers.evaluate import EvalConfig, evaluate, run_pass, serialized_bytes
-from workers.models.whisper import WhisperTranscriber
 from workers.models import ModelConfig
+from workers.models.whisper import WhisperTranscriber
 from workers.scoring import score
 from workers.trial import WorkerCache
 

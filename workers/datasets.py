@@ -75,8 +75,10 @@ class DatasetConfig(BaseModel):
         "text), 'folder' (audio files with a .txt reference beside each), 'hf_disk' (a Hugging Face "
         "dataset written by save_to_disk), 'hf' (datasets.load_dataset: a hub id or a folder in the hub's layout)."
     )
+    # Fields added after the first results: left out of dumps while unset, so trial ids of older specs stay the same.
     preset: str | None = Field(
-        None, description="A named dataset (librispeech-test-clean, open-asr-ami, ...) whose source, path, subset, "
+        None, exclude_if=lambda v: v is None,
+        description="A named dataset (librispeech-test-clean, open-asr-ami, ...) whose source, path, subset, "
         "split, columns and normalizer fill every field not given here; see workers/dataset_presets.py."
     )
     path: str | None = Field(
@@ -89,11 +91,13 @@ class DatasetConfig(BaseModel):
         "split of a saved DatasetDict; for 'hf' the split load_dataset reads (required). Other sources have no splits.",
     )
     subset: str | None = Field(
-        None, description="'hf' only: the dataset's configuration (load_dataset's `name`), e.g. 'clean' or 'ami'."
+        None, exclude_if=lambda v: v is None,
+        description="'hf' only: the dataset's configuration (load_dataset's `name`), e.g. 'clean' or 'ami'."
     )
     streaming: bool = Field(
-        False, description="'hf' only: stream rows instead of downloading the split; with max_utterances the "
-        "first N rows in the dataset's own order are read (deterministic, nothing else downloaded)."
+        False, exclude_if=lambda v: v is False,
+        description="'hf' only: stream rows instead of downloading the split; with max_utterances the first N "
+        "rows in the dataset's own order are read (deterministic, nothing else downloaded)."
     )
     language: str = Field("en", description="Language code of the speech, as told to multilingual models.")
     max_utterances: int | None = Field(
@@ -110,8 +114,9 @@ class DatasetConfig(BaseModel):
         "'array' and 'sampling_rate', or a file path).",
     )
     normalizer: Literal["whisper-english", "basic", "none"] | None = Field(
-        None, description="Text normalisation for this dataset's WER/CER; default eval.normalizer (presets set "
-        "the normaliser their leaderboard scores with)."
+        None, exclude_if=lambda v: v is None,
+        description="Text normalisation for this dataset's WER/CER; default eval.normalizer (presets set the "
+        "normaliser their leaderboard scores with)."
     )
 
     @model_validator(mode="before")

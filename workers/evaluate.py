@@ -95,7 +95,8 @@ class EncoderClock:
             hook.remove()
 
 
-def batches(utterances: Sequence[Utterance], batch_size: int, solo_over_s: float | None = None) -> Iterator[list[Utterance]]:
+def batches(utterances: Sequence[Utterance], batch_size: int,
+            solo_over_s: float | None = None) -> Iterator[list[Utterance]]:
     """Short clips sorted by length (less padding in the decoder) in batches; clips over `solo_over_s` one by one."""
     limit = float("inf") if solo_over_s is None else solo_over_s
     short = sorted((u for u in utterances if u.duration_s <= limit), key=lambda u: (u.duration_s, u.utt_id))

@@ -19,8 +19,7 @@ from torch import nn
 from workers.device import Device
 from workers.evaluate import EvalConfig, StageTimes
 from workers.models import ModelConfig
-from workers.models.families import FAMILIES
-from workers.models.whisper import Whisper
+from workers.models.families import FAMILIES, Whisper
 from workers.quantizers import register
 from workers.quantizers.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, count_params
 

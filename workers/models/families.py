@@ -22,7 +22,7 @@ class Family(Protocol):
     default_exclude: tuple[str, ...]  # module patterns no quantization touches unless a spec says `exclude`
 
     def claims(self, hf_config: dict[str, Any]) -> bool:
-        """Whether a checkpoint with this config.json is of this family."""
+        """Whether a checkpoint with this config.json is of this family (optional: else chosen by name only)."""
 
     def locate(self, config: ModelConfig) -> str:
         """Where the weights are (a directory or hub id), fetching or converting once if needed."""
@@ -82,7 +82,8 @@ def family_of(config: ModelConfig) -> str:
         return "whisper"
     hf_config = checkpoint_config(config)
     for name, family in FAMILIES.items():
-        if family.claims(hf_config):
+        claims = getattr(family, "claims", None)  # a plugin family without it is chosen by name only
+        if claims is not None and claims(hf_config):
             return name
     raise ModelUnavailable(
         f"model {config.name!r}: model_type {hf_config.get('model_type')!r} / architectures "
