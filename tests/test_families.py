@@ -22,6 +22,7 @@ from workers.models import ModelConfig, load_model
 from workers.models.ctc import CHUNK_S, CtcTranscriber
 from workers.models.families import ModelUnavailable, family_of
 from workers.models.moonshine import PIECE_S, pieces
+from workers.scoring import normalizer_version
 
 ROOT = Path(__file__).resolve().parents[1]
 LETTERS = list("abcdefghijklmnopqrstuvwxyz' ")
@@ -176,8 +177,9 @@ def test_families_run_a_real_sweep_from_local_checkpoints(checkpoints: dict[str,
         "models": [{"name": name, "local": str(path)} for name, path in checkpoints.items()],
         "quantization": [{"library": "none"}, {"library": "torch", "scheme": "dynamic-int8"},
                          {"library": "hqq", "weight_bits": 4, "group_size": 64}],
-        "datasets": [{"name": f"librispeech-test-{s}", "source": "hf", "path": str(tmp_path / s), "split": "test"}
-                     for s in ("clean", "other")],
+        "datasets": [{"name": "librispeech-test-clean", "source": "hf", "path": str(tmp_path / "clean"), "split": "test"},
+                     {"name": "librispeech-test-other", "source": "hf", "path": str(tmp_path / "other"), "split": "test",
+                      "normalizer": "basic"}],
         "eval": {"warmup_utterances": 0, "max_new_tokens": 4, "threads": 1},
     })
     results = tmp_path / "runs"
@@ -197,6 +199,10 @@ def test_families_run_a_real_sweep_from_local_checkpoints(checkpoints: dict[str,
     excludes = {r[0]: json.loads(r[10])["quantization"]["modules"]["exclude"] for r in rows if r[2] == "hqq-w4-g64"}
     assert excludes == {"wav2vec2": [], "hubert": [], "parakeet": [], "moonshine": ["proj_out"]}
     assert quantized[("wav2vec2", "hqq-w4-g64")] == 2 * 6 + 2  # 6 Linear per layer, feature projection, lm_head
+    normalizers = con.execute("SELECT dataset, list(DISTINCT normalizer) FROM trials GROUP BY ALL ORDER BY ALL").fetchall()
+    # The sweep's normaliser, except where a dataset names its own.
+    assert [(d, n[0]) for d, n in normalizers] == [
+        ("librispeech-test-clean", normalizer_version("whisper-english")), ("librispeech-test-other", "basic")]
     hypotheses = con.execute("SELECT count(*) FILTER (hypothesis IS NOT NULL), count(*) FROM utterances").fetchall()[0]
     assert hypotheses == (4 * 3 * 2 * 2, 4 * 3 * 2 * 2)
 

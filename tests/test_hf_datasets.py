@@ -116,3 +116,11 @@ def test_network_less_hub_dataset_is_one_clear_error_and_nothing_is_written(tmp_
     assert "dataset 'librispeech-test-clean': path: hub dataset 'openslr/librispeech_asr' is unreachable" in errors[0]
     assert "Traceback" not in done.stderr
     assert not results.exists()
+
+
+def test_fields_added_for_hf_stay_out_of_older_dataset_configs_and_their_trial_ids() -> None:
+    # Trial ids hash the dumped config: a spec written before `source: hf` existed must keep its ids.
+    assert set(DatasetConfig(name="samples", source="samples").model_dump()) == {
+        "name", "source", "path", "split", "language", "max_utterances", "text_column", "audio_column"}
+    assert {"subset", "streaming", "preset", "normalizer"} <= set(DatasetConfig(preset="open-asr-ami",
+                                                                                streaming=True).model_dump())
