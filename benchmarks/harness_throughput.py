@@ -14,8 +14,9 @@ import torch
 from transformers import pipeline
 
 from workers.datasets import DatasetConfig
-from workers.evaluate import EvalConfig, WhisperTranscriber, run_pass
+from workers.evaluate import EvalConfig, run_pass
 from workers.models import ModelConfig
+from workers.models.whisper import WhisperTranscriber
 from workers.trial import WorkerCache
 
 

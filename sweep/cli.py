@@ -44,6 +44,21 @@ def _plan_or_exit(spec: Spec, source: Path, local_class: str, present: list[str]
         raise typer.Exit(2) from None
 
 
+def _sources_or_exit(spec: Spec) -> None:
+    """Hub models and datasets that cannot be reached stop the run before it writes anything."""
+    from workers.datasets import DatasetError, check_reachable as check_dataset
+    from workers.models.families import ModelUnavailable, check_reachable as check_model
+
+    try:
+        for model in spec.models:
+            check_model(model)
+        for dataset in [*spec.datasets, *spec.calibration]:
+            check_dataset(dataset)
+    except (DatasetError, ModelUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def run(
     spec_path: Path = typer.Argument(..., metavar="SPEC", help="sweep YAML"),
@@ -62,6 +77,7 @@ def run(
     spec = _spec_or_exit(spec_path)
     hardware = probe()
     _plan_or_exit(spec, spec_path, hardware.hw_class)  # every spec error before anything starts or is written
+    _sources_or_exit(spec)
     store = _store(results, spec)
     where, dashboard = scheduler.connect(address, hardware)
     present = sorted({n.hw_class for n in scheduler.live_nodes()})

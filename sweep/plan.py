@@ -12,6 +12,8 @@ from typing import Any
 from sweep.spec import Spec, SpecError
 from workers.datasets import DatasetConfig
 from workers.device import HW_CLASSES, Device
+from workers.models import ModelConfig
+from workers.models.families import ModelUnavailable, family_of, with_family_defaults
 from workers.quantizers import quantizer_for
 from workers.trial import Trial
 
@@ -76,7 +78,7 @@ def expand(spec: Spec, local_class: str, present: list[str] | None = None, sourc
     """The grid in run order (grouped by model so a worker reuses it), split into runnable and unsupported."""
     present = present if present is not None else [local_class]
     eval_json = spec.eval.model_dump(mode="json")
-    models = [(m, m.model_dump(mode="json")) for m in spec.models]
+    models = [(m, m.model_dump(mode="json")) for m in _resolved_models(spec, str(source))]
     datasets = [
         (d, d.model_dump(mode="json"))
         for d in (
@@ -89,6 +91,7 @@ def expand(spec: Spec, local_class: str, present: list[str] | None = None, sourc
     for (model, model_json), (qi, quant), (dataset, dataset_json), target in itertools.product(
         models, enumerate(spec.quantization), datasets, targets
     ):
+        quant = with_family_defaults(quant, model.family)
         values = {"model": model.name, "quantization": quant.label(), "library": quant.library,
                   "scheme": quant.describe().scheme, "dataset": dataset.name, "hardware": target}
         if _excluded(spec, values):
@@ -116,11 +119,24 @@ def expand(spec: Spec, local_class: str, present: list[str] | None = None, sourc
     return Plan(trials, unsupported, excluded, unplaced)
 
 
+def _resolved_models(spec: Spec, source: str) -> list[ModelConfig]:
+    """Each model with its family decided (the spec's, or its checkpoint's config), so trials and ids carry it."""
+    resolved = []
+    for index, model in enumerate(spec.models):
+        try:
+            resolved.append(model.model_copy(update={"family": family_of(model)}))
+        except ModelUnavailable as exc:
+            raise SpecError(source, [f"models[{index}].family: {exc}; set `family:` to plan without it"]) from None
+    return resolved
+
+
 def support_reason(trial: Trial) -> str | None:
-    """The support matrix: decided from the target class alone; chip targets are decided on the worker."""
-    if trial.hardware not in CLASS_DEVICES:
-        return None
-    return quantizer_for(trial.quantization).supports(Device(trial.hardware, CLASS_DEVICES[trial.hardware]))
+    """The support matrix: the model's family, then the target class; chip targets are decided on the worker."""
+    quantizer = quantizer_for(trial.quantization)
+    reason = quantizer.supports_family(trial.model.family)
+    if reason or trial.hardware not in CLASS_DEVICES:
+        return reason
+    return quantizer.supports(Device(trial.hardware, CLASS_DEVICES[trial.hardware]))
 
 
 @dataclass

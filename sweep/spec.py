@@ -82,6 +82,12 @@ class Spec(Strict):
             ]
         return value
 
+    @field_validator("datasets", "calibration", mode="before")
+    @classmethod
+    def _dataset_shorthand(cls, value: Any) -> Any:
+        # `datasets: [librispeech-test-clean]` names a preset.
+        return [{"preset": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
     @model_validator(mode="after")
     def _unique_names(self) -> Spec:
         for axis, names in (

@@ -346,7 +346,10 @@ def test_registry_covers_every_source_name() -> None:
         ({"source": "samples", "path": "/data"}, "path: source 'samples' is built in"),
         ({"source": "samples", "split": "test"}, "split: source 'samples' has splits 'eval' and 'calibration'"),
         ({"source": "folder", "path": "/data", "split": "test"}, "split: source 'folder' has no splits"),
-        ({"source": "manifest", "path": "/m.jsonl", "text_column": "t"}, "text_column: only source 'hf_disk'"),
+        ({"source": "manifest", "path": "/m.jsonl", "text_column": "t"}, "text_column: only sources 'hf_disk' and 'hf'"),
+        ({"source": "hf_disk", "path": "/d", "streaming": True}, "streaming: only source 'hf' has it"),
+        ({"source": "hf", "path": "org/name"}, "split: required for source 'hf'"),
+        ({"preset": "librispeech-test-dirty"}, "preset: 'librispeech-test-dirty' is not a dataset preset"),
         ({"source": "samples", "max_utterances": 0}, "greater than or equal to 1"),
         ({"source": "samples", "shuffle": True}, "Extra inputs are not permitted"),
     ],
@@ -359,6 +362,7 @@ def test_config_rejects_fields_that_do_not_fit(fields: dict, message: str) -> No
 def test_config_schema_describes_every_field() -> None:
     properties = DatasetConfig.model_json_schema()["properties"]
     assert set(properties) == {
-        "name", "source", "path", "split", "language", "max_utterances", "text_column", "audio_column"
+        "name", "source", "preset", "path", "split", "subset", "streaming", "language", "max_utterances",
+        "text_column", "audio_column", "normalizer",
     }
     assert all(p.get("description") for p in properties.values())

@@ -7,8 +7,9 @@ import soundfile as sf
 import torch
 
 from workers.datasets import DatasetConfig, Utterance, load_utterances
-from workers.evaluate import EvalConfig, WhisperTranscriber, evaluate, run_pass, serialized_bytes
+from workers.evaluate import EvalConfig, evaluate, run_pass, serialized_bytes
 from workers.models import ModelConfig
+from workers.models.whisper import WhisperTranscriber
 from workers.scoring import score
 from workers.trial import WorkerCache
 

@@ -31,14 +31,16 @@ GOFORWARD_REFERENCE = "go forward ten meters"
 POCKETSPHINX_HINT = "install it with `apt-get install pocketsphinx-testdata` (as root)"
 AUDIOEVAL_HINT = "install it with `pip install pytest-audioeval==0.1.3` (or `pip install 'quantsweep[samples]'`)"
 
-SourceName = Literal["samples", "librispeech", "manifest", "folder", "hf_disk"]
+SourceName = Literal["samples", "librispeech", "manifest", "folder", "hf_disk", "hf"]
 SAMPLE_SPLITS = ("eval", "calibration")
-SPLIT_SOURCES = ("samples", "hf_disk")
+SPLIT_SOURCES = ("samples", "hf_disk", "hf")
+HF_SOURCES = ("hf_disk", "hf")
 PATH_MEANING = {
     "librispeech": "a folder holding <speaker>/<chapter>/*.trans.txt and .flac files",
     "manifest": "a JSONL file with audio_filepath and text on each line",
     "folder": "a folder of audio files, each with a .txt reference beside it",
     "hf_disk": "a folder written by datasets' save_to_disk",
+    "hf": "a Hugging Face hub id ORG/NAME or a local folder in the hub's layout (e.g. parquet shards)",
 }
 # hf_disk: the first of these columns that exists names the utterances; else the row number does.
 HF_ID_COLUMNS = ("utt_id", "id", "segment_id", "audio_id")
@@ -71,7 +73,13 @@ class DatasetConfig(BaseModel):
         description="Where the audio comes from: 'samples' (built-in referenced clips, no path), "
         "'librispeech' (a LibriSpeech folder tree), 'manifest' (a JSONL file with audio_filepath and "
         "text), 'folder' (audio files with a .txt reference beside each), 'hf_disk' (a Hugging Face "
-        "dataset written by save_to_disk)."
+        "dataset written by save_to_disk), 'hf' (datasets.load_dataset: a hub id or a folder in the hub's layout)."
+    )
+    # Fields added after the first results: left out of dumps while unset, so trial ids of older specs stay the same.
+    preset: str | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="A named dataset (librispeech-test-clean, open-asr-ami, ...) whose source, path, subset, "
+        "split, columns and normalizer fill every field not given here; see workers/dataset_presets.py."
     )
     path: str | None = Field(
         None, description="File or folder to read; required by every source except 'samples'."
@@ -80,21 +88,45 @@ class DatasetConfig(BaseModel):
         None,
         description="For 'samples': 'eval' (default, 14 English clips with references) or "
         "'calibration' (other clips, never in eval, for static quantization). For 'hf_disk': the "
-        "split of a saved DatasetDict. Other sources have no splits.",
+        "split of a saved DatasetDict; for 'hf' the split load_dataset reads (required). Other sources have no splits.",
+    )
+    subset: str | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="'hf' only: the dataset's configuration (load_dataset's `name`), e.g. 'clean' or 'ami'."
+    )
+    streaming: bool = Field(
+        False, exclude_if=lambda v: v is False,
+        description="'hf' only: stream rows instead of downloading the split; with max_utterances the first N "
+        "rows in the dataset's own order are read (deterministic, nothing else downloaded)."
     )
     language: str = Field("en", description="Language code of the speech, as told to multilingual models.")
     max_utterances: int | None = Field(
         None,
         ge=1,
         description="Use at most this many utterances: the first N by a stable hash of utt_id, "
-        "a subset that is the same on every machine and spread over the whole set.",
+        "a subset that is the same on every machine and spread over the whole set (streamed 'hf' sets: "
+        "the first N rows in the dataset's order).",
     )
-    text_column: str = Field("text", description="'hf_disk' only: the column holding the reference transcript.")
+    text_column: str = Field("text", description="'hf_disk'/'hf' only: the column holding the reference transcript.")
     audio_column: str = Field(
         "audio",
-        description="'hf_disk' only: the column holding the audio (an Audio feature, a dict with "
+        description="'hf_disk'/'hf' only: the column holding the audio (an Audio feature, a dict with "
         "'array' and 'sampling_rate', or a file path).",
     )
+    normalizer: Literal["whisper-english", "basic", "none"] | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="Text normalisation for this dataset's WER/CER; default eval.normalizer (presets set the "
+        "normaliser their leaderboard scores with)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def fill_from_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") is not None:
+            from workers.dataset_presets import preset_fields
+
+            return preset_fields(data["preset"]) | {"name": data["preset"]} | data
+        return data
 
     @model_validator(mode="after")
     def check_fields_fit_source(self) -> DatasetConfig:
@@ -108,8 +140,13 @@ class DatasetConfig(BaseModel):
         if self.split is not None and self.source not in SPLIT_SOURCES:
             raise ValueError(f"split: source {self.source!r} has no splits; only 'samples' and 'hf_disk' do")
         hf_columns = sorted({"text_column", "audio_column"} & self.model_fields_set)
-        if hf_columns and self.source != "hf_disk":
-            raise ValueError(f"{hf_columns[0]}: only source 'hf_disk' has columns, not {self.source!r}")
+        if hf_columns and self.source not in HF_SOURCES:
+            raise ValueError(f"{hf_columns[0]}: only sources 'hf_disk' and 'hf' have columns, not {self.source!r}")
+        hub_fields = sorted({"subset", "streaming"} & self.model_fields_set)
+        if hub_fields and self.source != "hf":
+            raise ValueError(f"{hub_fields[0]}: only source 'hf' has it, not {self.source!r}")
+        if self.source == "hf" and self.split is None:
+            raise ValueError("split: required for source 'hf' (load_dataset reads one split, e.g. 'test')")
         return self
 
 
@@ -350,6 +387,92 @@ def hf_waveform(value: Any, origin: str) -> tuple[np.ndarray, int]:
     )
 
 
+def hf_utterances(config: DatasetConfig) -> list[ListedUtterance]:
+    """`datasets.load_dataset` by hub id or local folder; a streamed split is read only as far as it is used."""
+    rows = hf_loaded(config)
+    columns = hf_column_names(rows)
+    for field, column in (("text_column", config.text_column), ("audio_column", config.audio_column)):
+        if column not in columns:
+            raise DatasetError(f"dataset {config.name!r}: {field}: no column {column!r} in {hf_where(config)}; "
+                               f"columns: {columns}")
+    rows = undecoded_audio(rows, config.audio_column)
+    if not config.streaming:
+        utt_ids = hf_utt_ids(rows, config.split)
+        references = [" ".join(str(text).split()) for text in rows[config.text_column]]
+        listed = [hf_listed(rows, config.audio_column, index, utt_id, reference,
+                            origin=f"{hf_where(config)} row {index}")
+                  for index, (utt_id, reference) in enumerate(zip(utt_ids, references))]
+    else:
+        streamed = rows if config.max_utterances is None else rows.take(config.max_utterances)
+        listed = [hf_streamed(config, index, row) for index, row in enumerate(streamed)]
+    if not listed:
+        raise DatasetError(f"dataset {config.name!r}: {hf_where(config)} holds no rows")
+    return listed
+
+
+def hf_where(config: DatasetConfig) -> str:
+    subset = f", subset {config.subset!r}" if config.subset else ""
+    return f"{config.path}{subset}, split {config.split!r}"
+
+
+def hf_loaded(config: DatasetConfig) -> Any:
+    import datasets
+
+    local = Path(config.path).expanduser().is_dir()
+    try:
+        return datasets.load_dataset(config.path, config.subset, split=config.split, streaming=config.streaming)
+    except ValueError as error:
+        message = str(error)
+        if "Unknown split" in message or "Bad split" in message:
+            raise DatasetError(f"dataset {config.name!r}: split: {config.split!r} is not a split of {config.path}; "
+                               f"splits: {hf_split_names(config)}") from None
+        if "BuilderConfig" in message or "Config name is missing" in message:
+            raise DatasetError(f"dataset {config.name!r}: subset: {message}") from None
+        raise
+    except (ConnectionError, FileNotFoundError) as error:
+        if local:
+            raise DatasetError(f"dataset {config.name!r}: {config.path} cannot be read: {error}") from None
+        # datasets says OfflineModeIsEnabled / unreachable in many words; one line says what it means.
+        raise DatasetError(f"dataset {config.name!r}: path: hub dataset {config.path!r} is unreachable "
+                           f"(no network or HF_HUB_OFFLINE=1) and not in the local cache ({error})") from None
+
+
+def check_reachable(config: DatasetConfig) -> None:
+    """On the driver, before a run writes anything: a hub dataset that cannot be resolved is one clear error."""
+    if config.source != "hf" or Path(config.path).expanduser().is_dir():
+        return
+    import datasets
+
+    try:
+        datasets.load_dataset_builder(config.path, config.subset)
+    except (ConnectionError, FileNotFoundError) as error:
+        raise DatasetError(f"dataset {config.name!r}: path: hub dataset {config.path!r} is unreachable "
+                           f"(no network or HF_HUB_OFFLINE=1) and not in the local cache ({error})") from None
+
+
+def hf_split_names(config: DatasetConfig) -> list[str]:
+    import datasets
+
+    # Streaming resolves the data files per split without downloading them.
+    return sorted(datasets.load_dataset(config.path, config.subset, streaming=True))
+
+
+def hf_column_names(rows: Any) -> list[str]:
+    if rows.column_names is not None:
+        return list(rows.column_names)
+    first = next(iter(rows), None)  # a streamed set without declared features: its first row says
+    return list(first) if first is not None else []
+
+
+def hf_streamed(config: DatasetConfig, index: int, row: dict[str, Any]) -> ListedUtterance:
+    id_column = next((column for column in HF_ID_COLUMNS if column in row), None)
+    utt_id = str(row[id_column]) if id_column else f"{config.split}-{index:06d}"
+    origin = f"{hf_where(config)} row {index}"
+    value = row[config.audio_column]
+    return ListedUtterance(utt_id, " ".join(str(row[config.text_column]).split()), origin,
+                           lambda: hf_waveform(value, origin))
+
+
 # ---- built-in samples ------------------------------------------------------------------------------
 
 
@@ -442,6 +565,7 @@ SOURCES: dict[str, Callable[[DatasetConfig], list[ListedUtterance]]] = {
     "manifest": manifest_utterances,
     "folder": folder_utterances,
     "hf_disk": hf_disk_utterances,
+    "hf": hf_utterances,
 }
 
 

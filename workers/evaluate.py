@@ -17,7 +17,6 @@ from workers.datasets import Utterance
 from workers.scoring import normalizer_version, score
 
 SAMPLING_RATE = 16_000
-WINDOW_S = 30.0  # Whisper's window: longer audio goes through long-form generation
 
 
 class EvalConfig(BaseModel):
@@ -58,7 +57,11 @@ class StageTimes:
 
 
 class Transcriber(Protocol):
-    """What evaluation needs of a model family: raw text and stage times for a batch of 16 kHz clips."""
+    """What evaluation needs of a model family: raw text and stage times for a batch of 16 kHz clips.
+
+    A transcriber may say `solo_over_s`: clips longer than that are given to it one at a time (its family's
+    long-audio rule: Whisper's long-form generation, chunking); without it every clip is batched.
+    """
 
     def use(self, model: nn.Module) -> None:
         """Transcribe with `model` from now on (the quantized copy replaces the float one)."""
@@ -66,79 +69,40 @@ class Transcriber(Protocol):
     def transcribe(self, audios: Sequence[np.ndarray]) -> tuple[list[str], StageTimes]: ...
 
 
-class WhisperTranscriber:
-    """Audio -> raw text with transformers' own `generate`; batches, sorts and times but never changes text."""
+class EncoderClock:
+    """Seconds spent in a model's encoder during one call, by forward hooks that live only for that call."""
 
-    def __init__(self, model: nn.Module, processor: Any, device: str, config: EvalConfig, language: str):
-        self.processor, self.device, self.config = processor, device, config
-        self.use(model)
-        # English-only checkpoints take no language token; multilingual ones are told the dataset's language.
-        self.generate_kwargs: dict[str, Any] = {"num_beams": config.num_beams}
-        if config.max_new_tokens is not None:
-            self.generate_kwargs["max_new_tokens"] = config.max_new_tokens
-        if getattr(model.generation_config, "is_multilingual", False):
-            self.generate_kwargs.update(language=language, task="transcribe")
-        self._encoder_s = 0.0
+    def __init__(self, encoder: nn.Module, device: str):
+        self.encoder, self.device, self.seconds = encoder, device, 0.0
 
-    def use(self, model: nn.Module) -> None:
-        self.model = model
-        # Features go in at the dtype of the first layer: fp16/bf16 baselines take cast features.
-        self.dtype = model.get_encoder().conv1.weight.dtype
-
-    def _encoder_started(self, *_: Any) -> None:
+    def _started(self, *_: Any) -> None:
         synchronize(self.device)
-        self._encoder_t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
 
-    def _encoder_finished(self, *_: Any) -> None:
+    def _finished(self, *_: Any) -> None:
         synchronize(self.device)
-        self._encoder_s += time.perf_counter() - self._encoder_t0
+        self.seconds += time.perf_counter() - self._t0
 
-    def transcribe(self, audios: Sequence[np.ndarray]) -> tuple[list[str], StageTimes]:
-        """One generate() call over a batch; audio over 30 s must come alone (long-form)."""
-        times = StageTimes()
-        started = time.perf_counter()
-        long_form = any(len(a) > WINDOW_S * SAMPLING_RATE for a in audios)
-        if long_form and len(audios) > 1:
-            raise ValueError("long-form audio is transcribed one clip at a time")
-        extra: dict[str, Any] = {}
-        if long_form:
-            inputs = self.processor.feature_extractor(
-                list(audios), sampling_rate=SAMPLING_RATE, return_tensors="pt",
-                truncation=False, padding="longest", return_attention_mask=True,
-            )
-            extra = {"attention_mask": inputs.attention_mask.to(self.device), "return_timestamps": True}
-        else:
-            inputs = self.processor.feature_extractor(list(audios), sampling_rate=SAMPLING_RATE, return_tensors="pt")
-        features = inputs.input_features.to(self.device, self.dtype)
-        synchronize(self.device)
-        times.features_s = time.perf_counter() - started
-        self._encoder_s = 0.0
-        # Hooks live only for this call: a model reused by later trials carries none of ours.
-        encoder = self.model.get_encoder()
-        hooks = [encoder.register_forward_pre_hook(self._encoder_started),
-                 encoder.register_forward_hook(self._encoder_finished)]
-        started = time.perf_counter()
-        try:
-            with torch.no_grad():
-                ids = self.model.generate(features, **self.generate_kwargs, **extra)
-            synchronize(self.device)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        generate_s = time.perf_counter() - started
-        times.encode_s = self._encoder_s
-        times.decode_s = generate_s - self._encoder_s
-        texts = self.processor.batch_decode(ids, skip_special_tokens=True)
-        return [t.strip() for t in texts], times
+    def __enter__(self) -> EncoderClock:
+        # A model reused by later trials carries none of ours.
+        self._hooks = [self.encoder.register_forward_pre_hook(self._started),
+                       self.encoder.register_forward_hook(self._finished)]
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        for hook in self._hooks:
+            hook.remove()
 
 
-def batches(utterances: Sequence[Utterance], batch_size: int) -> Iterator[list[Utterance]]:
-    """Short clips sorted by length (less padding in the decoder) in batches; long clips one by one."""
-    short = sorted((u for u in utterances if u.duration_s <= WINDOW_S), key=lambda u: (u.duration_s, u.utt_id))
+def batches(utterances: Sequence[Utterance], batch_size: int,
+            solo_over_s: float | None = None) -> Iterator[list[Utterance]]:
+    """Short clips sorted by length (less padding in the decoder) in batches; clips over `solo_over_s` one by one."""
+    limit = float("inf") if solo_over_s is None else solo_over_s
+    short = sorted((u for u in utterances if u.duration_s <= limit), key=lambda u: (u.duration_s, u.utt_id))
     for start in range(0, len(short), batch_size):
         yield short[start : start + batch_size]
     for u in utterances:
-        if u.duration_s > WINDOW_S:
+        if u.duration_s > limit:
             yield [u]
 
 
@@ -157,7 +121,7 @@ class Pass:
 
 def run_pass(transcriber: Transcriber, utterances: Sequence[Utterance], batch_size: int) -> Pass:
     result = Pass()
-    for batch in batches(utterances, batch_size):
+    for batch in batches(utterances, batch_size, getattr(transcriber, "solo_over_s", None)):
         texts, times = transcriber.transcribe([u.audio for u in batch])
         for u, text in zip(batch, texts):
             result.texts[u.utt_id] = text

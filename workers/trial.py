@@ -26,7 +26,7 @@ from workers.logs import TrialLog, captured
 from workers.memory import (CPU_KIND, CPU_KIND_NO_RESET, allocated, device_peak, fix_mmap_threshold,
                             model_mem_bytes, release_freed_memory, reset_rss_peak, rss_bytes, rss_peak)
 from workers.models import LoadedModel, ModelConfig, load_model
-from workers.models.families import FAMILIES
+from workers.models.families import FAMILIES, with_family_defaults
 from workers.quantizers import QuantizationConfig, quantizer_for
 from workers.quantizers.base import Calibrate, QuantizedModel
 
@@ -151,7 +151,8 @@ def run_trial(trial: Trial, hardware: Hardware, cache: WorkerCache, exclusive: b
     with captured(log):
         try:
             quantizer = quantizer_for(trial.quantization)
-            reason = quantizer.supports(device) or quantizer.missing()
+            reason = (quantizer.supports(device) or quantizer.missing()
+                      or (trial.model.family and quantizer.supports_family(trial.model.family)))
             if reason:
                 row.update(status="unsupported", error=reason)
             else:
@@ -184,15 +185,18 @@ def _measure(trial: Trial, hardware: Hardware, cache: WorkerCache, row: dict[str
     kept, row["quantized_reused"] = cache.quantized(trial, device, lambda: _quantize(trial, device, loaded, calibration))
     quantized = kept.quantized
     row["quantize_s"] = kept.quantize_s
-    transcriber = FAMILIES[trial.model.family].transcriber(quantized.model, loaded.processor,
-                                                           device.torch_device, trial.eval, trial.dataset.language)
+    row["family"] = loaded.family
+    transcriber = FAMILIES[loaded.family].transcriber(quantized.model, loaded.processor,
+                                                      device.torch_device, trial.eval, trial.dataset.language)
 
     def on_timed(starting: bool) -> None:
         row["timed_started_at" if starting else "timed_finished_at"] = now()
 
     started = time.perf_counter()
+    # A dataset scored by its leaderboard's normaliser says so; the others take the sweep's.
+    eval_config = trial.eval.model_copy(update={"normalizer": trial.dataset.normalizer or trial.eval.normalizer})
     with device_peak(device.torch_device, kept.allocated_before) if not device.is_cpu else nullcontext({}) as peak:
-        evaluation = evaluate(transcriber, utterances, trial.eval, on_timed)
+        evaluation = evaluate(transcriber, utterances, eval_config, on_timed)
     row["eval_s"] = time.perf_counter() - started
     if device.is_cpu:
         # The worker holds cached models and datasets: CPU memory is measured where only this model lives.
@@ -246,22 +250,22 @@ def _deployed(trial: Trial, device: Device, calibration: list[Utterance] | None)
     # A copy in anonymous memory, as in the worker: the loaded weights are pages of the mapped checkpoint
     # file, resident only where touched, which would make the figure depend on what quantization read.
     quantized = _quantize(trial, device, loaded, calibration)
-    return FAMILIES[trial.model.family].transcriber(quantized.model, loaded.processor, device.torch_device,
-                                                    trial.eval, trial.dataset.language)
+    return FAMILIES[loaded.family].transcriber(quantized.model, loaded.processor, device.torch_device,
+                                               trial.eval, trial.dataset.language)
 
 
 def _quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: list[Utterance] | None) -> QuantizedModel:
     """A fresh copy of the float model, on the device, quantized (calibrated first for static schemes)."""
     model = copy.deepcopy(loaded.model).to(device.torch_device)
     calibrate = _calibrator(trial, device, loaded, model, calibration) if calibration is not None else None
-    return quantizer_for(trial.quantization).quantize(model, device, calibrate)
+    return quantizer_for(with_family_defaults(trial.quantization, loaded.family)).quantize(model, device, calibrate)
 
 
 def _calibrator(trial: Trial, device: Device, loaded: LoadedModel, model: torch.nn.Module,
                 calibration: list[Utterance]) -> Calibrate:
     """Runs the model being quantized over the calibration split (never the evaluation audio)."""
-    transcriber = FAMILIES[trial.model.family].transcriber(model, loaded.processor, device.torch_device,
-                                                           trial.eval, trial.calibration.language)
+    transcriber = FAMILIES[loaded.family].transcriber(model, loaded.processor, device.torch_device,
+                                                      trial.eval, trial.calibration.language)
     clips = [u for u in calibration if u.audio is not None]
 
     def calibrate(m: torch.nn.Module) -> None:

@@ -55,6 +55,8 @@ class NoopTranscriber:
 
 
 class Noop:
+    default_exclude: tuple[str, ...] = ()
+
     def locate(self, config: ModelConfig) -> str:
         return "noop"
 

