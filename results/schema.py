@@ -5,7 +5,8 @@ import pyarrow as pa
 
 # Version 2 added `latency_cv`. Readers take every older version: columns a file lacks read as null
 # (DuckDB union_by_name, pyarrow dataset schemas), so a v1 row is a v2 row without latency spread.
-SCHEMA_VERSION = 2
+# Version 3 (issue 8) added the runtime columns: `runtime`, `front_end`, `artifact_bytes`, `runtime_*_s`.
+SCHEMA_VERSION = 3
 
 # Trial statuses: `ok` measured; `failed` raised (error holds type, message, traceback tail);
 # `unsupported` the library cannot run the scheme on the device (error holds the reason);
@@ -100,6 +101,18 @@ TRIALS = pa.schema(
         ("finished_at", pa.timestamp("us", tz="UTC")),
         ("timed_started_at", pa.timestamp("us", tz="UTC")),
         ("timed_finished_at", pa.timestamp("us", tz="UTC")),
+        # (issue 8) the runtime that ran the deployable, and what it reports of itself
+        ("runtime", pa.string()),  # torch, ctranslate2, whispercpp
+        ("front_end", pa.string()),  # what computed the log-mel features: transformers, whisper.cpp
+        ("artifact_bytes", pa.int64()),  # bytes of the deployed files on disk (NULL for torch modules)
+        # seconds by whisper.cpp's own timers over the first timed pass (load: the model's, once)
+        ("runtime_load_s", pa.float64()),
+        ("runtime_mel_s", pa.float64()),
+        ("runtime_sample_s", pa.float64()),
+        ("runtime_encode_s", pa.float64()),
+        ("runtime_decode_s", pa.float64()),
+        ("runtime_batchd_s", pa.float64()),
+        ("runtime_prompt_s", pa.float64()),
     ]
 )
 

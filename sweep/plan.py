@@ -117,10 +117,12 @@ def expand(spec: Spec, local_class: str, present: list[str] | None = None, sourc
 
 
 def support_reason(trial: Trial) -> str | None:
-    """The support matrix: decided from the target class alone; chip targets are decided on the worker."""
+    """The support matrix: decided from the target class and the model's shapes; chip targets on the worker."""
+    quantizer = quantizer_for(trial.quantization)
     if trial.hardware not in CLASS_DEVICES:
-        return None
-    return quantizer_for(trial.quantization).supports(Device(trial.hardware, CLASS_DEVICES[trial.hardware]))
+        return quantizer.supports_model(trial.model)
+    return (quantizer.supports(Device(trial.hardware, CLASS_DEVICES[trial.hardware]))
+            or quantizer.supports_model(trial.model))
 
 
 @dataclass

@@ -52,6 +52,8 @@ class StageTimes:
     features_s: float = 0.0
     encode_s: float = 0.0
     decode_s: float = 0.0
+    # Seconds by a runtime's own timers, by column name (e.g. whisper.cpp's `runtime_mel_s`); part of the above.
+    runtime: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_s(self) -> float:
@@ -165,6 +167,8 @@ def run_pass(transcriber: Transcriber, utterances: Sequence[Utterance], batch_si
             result.seconds[u.utt_id] = times.total_s / len(batch)
         for name in ("features_s", "encode_s", "decode_s"):
             setattr(result.stages, name, getattr(result.stages, name) + getattr(times, name))
+        for name, seconds in times.runtime.items():
+            result.stages.runtime[name] = result.stages.runtime.get(name, 0.0) + seconds
     return result
 
 
@@ -239,6 +243,7 @@ def evaluate(
         "features_s": stages.features_s,
         "encode_s": stages.encode_s,
         "decode_s": stages.decode_s,
+        **stages.runtime,
         "timing_repeats": config.timing_repeats,
         "warmup_utterances": min(config.warmup_utterances, len(valid)),
         "batch_size": config.batch_size,

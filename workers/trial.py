@@ -16,13 +16,15 @@ import torch
 
 from workers.datasets import DatasetConfig, Utterance, load_utterances
 from workers.device import Device
-from workers.evaluate import EvalConfig, evaluate, peak_memory, run_pass, serialized_bytes
+from workers.evaluate import EvalConfig, peak_memory, run_pass, serialized_bytes
 from workers.hardware import Hardware
 from workers.logs import TrialLog, captured
 from workers.models import LoadedModel, ModelConfig, load_model
 from workers.models.families import FAMILIES
 from workers.quantizers import QuantizationConfig, quantizer_for
-from workers.quantizers.base import Calibrate, QuantizedModel
+from workers.quantizers.base import Calibrate, Quantizer
+from workers.runtimes import runtime_of
+from workers.runtimes.base import Artifact, Deployable, Exporter, Target, build_artifact
 
 TRACEBACK_LINES = 12
 
@@ -84,8 +86,8 @@ class WorkerCache:
     models: dict[ModelConfig, LoadedModel] = field(default_factory=dict)
     baseline_bytes: dict[ModelConfig, int] = field(default_factory=dict)
     datasets: dict[DatasetConfig, list[Utterance]] = field(default_factory=dict)
-    # The last quantized model: trials of one quantization on several datasets quantize once (one kept, for memory).
-    last_quantized: tuple[tuple, QuantizedModel, float] | None = None
+    # The last deployable: trials of one quantization on several datasets quantize once (one kept, for memory).
+    last_quantized: tuple[tuple, Deployable, float] | None = None
     model_loads: int = 0
 
     def model(self, config: ModelConfig) -> tuple[LoadedModel, bool]:
@@ -97,8 +99,8 @@ class WorkerCache:
         return self.models[config], reused
 
     def quantized(self, trial: Trial, device: Device,
-                  quantize: Callable[[], QuantizedModel]) -> tuple[QuantizedModel, float, bool]:
-        """(quantized model, seconds its quantization took, whether it was reused from an earlier trial)."""
+                  quantize: Callable[[], Deployable]) -> tuple[Deployable, float, bool]:
+        """(deployable, seconds its quantization took, whether it was reused from an earlier trial)."""
         key = (trial.model, trial.quantization, trial.calibration, device.torch_device)
         if self.last_quantized and self.last_quantized[0] == key:
             return self.last_quantized[1], self.last_quantized[2], True
@@ -131,7 +133,7 @@ def run_trial(trial: Trial, hardware: Hardware, cache: WorkerCache, exclusive: b
     with captured(log):
         try:
             quantizer = quantizer_for(trial.quantization)
-            reason = quantizer.supports(device) or quantizer.missing()
+            reason = quantizer.supports(device) or quantizer.missing() or quantizer.supports_model(trial.model)
             if reason:
                 row.update(status="unsupported", error=reason)
             else:
@@ -160,34 +162,41 @@ def _measure(trial: Trial, device: Device, cache: WorkerCache, row: dict[str, An
     calibration = cache.utterances(trial.calibration) if trial.calibration else None
     row.update(load_s=loaded.load_s, model_reused=reused, baseline_size_bytes=cache.baseline_bytes[trial.model])
     with peak_memory(device.torch_device) as peak:
-        quantized, row["quantize_s"], row["quantized_reused"] = cache.quantized(
+        deployable, row["quantize_s"], row["quantized_reused"] = cache.quantized(
             trial, device, lambda: _quantize(trial, device, loaded, calibration))
-        transcriber = FAMILIES[trial.model.family].transcriber(quantized.model, loaded.processor,
-                                                               device.torch_device, trial.eval, trial.dataset.language)
+        runtime = runtime_of(deployable)
+        target = Target(device, trial.eval, trial.dataset.language, row["threads"])
 
         def on_timed(starting: bool) -> None:
             row["timed_started_at" if starting else "timed_finished_at"] = now()
 
         started = time.perf_counter()
-        evaluation = evaluate(transcriber, utterances, trial.eval, on_timed)
+        evaluation = runtime.evaluate(deployable, loaded, target, utterances, on_timed)
         row["eval_s"] = time.perf_counter() - started
     row.update(peak)
-    row.update(evaluation.columns)
+    row.update(evaluation.columns)  # an isolated runtime's columns carry its own memory figure and timed window
     row.update(
-        quantized_modules=quantized.quantized_modules, quantized_params=quantized.quantized_params,
-        total_params=quantized.total_params,
-        quantized_param_share=quantized.quantized_params / quantized.total_params,
-        model_size_bytes=serialized_bytes(quantized.model),
+        runtime=runtime.name, front_end=runtime.front_end,
+        artifact_bytes=deployable.artifact_bytes if isinstance(deployable, Artifact) else None,
+        quantized_modules=deployable.quantized_modules, quantized_params=deployable.quantized_params,
+        total_params=deployable.total_params,
+        quantized_param_share=deployable.quantized_params / deployable.total_params,
+        model_size_bytes=runtime.model_size_bytes(deployable),
     )
     row["size_reduction"] = 1 - row["model_size_bytes"] / row["baseline_size_bytes"]
     return evaluation.utterance_rows
 
 
-def _quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: list[Utterance] | None) -> QuantizedModel:
-    """A fresh copy of the float model, on the device, quantized (calibrated first for static schemes)."""
+def _quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: list[Utterance] | None) -> Deployable:
+    """A fresh copy of the float model, on the device, quantized (calibrated first for static schemes);
+    or, for an exporter, its artifact written from the float model (which it only reads)."""
+    quantizer = quantizer_for(trial.quantization)
+    if isinstance(quantizer, Exporter):
+        return build_artifact(quantizer, loaded)
+    assert isinstance(quantizer, Quantizer)
     model = copy.deepcopy(loaded.model).to(device.torch_device)
     calibrate = _calibrator(trial, device, loaded, model, calibration) if calibration is not None else None
-    return quantizer_for(trial.quantization).quantize(model, device, calibrate)
+    return quantizer.quantize(model, device, calibrate)
 
 
 def _calibrator(trial: Trial, device: Device, loaded: LoadedModel, model: torch.nn.Module,

@@ -1,10 +1,13 @@
 """Model room: where a model's weights come from (packaged, hub, local, CTranslate2) and loading them once."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
@@ -90,3 +93,15 @@ def load_model(config: ModelConfig) -> LoadedModel:
     model, processor = family.load(path)
     model.eval()
     return LoadedModel(model, processor, config.family, path, time.perf_counter() - started)
+
+
+def model_shapes(config: ModelConfig) -> dict[str, Any] | None:
+    """The model's config.json (its shapes) where this machine has its weights; None where it has not."""
+    from workers.models.families import FAMILIES
+
+    try:
+        path = Path(FAMILIES[config.family].locate(config))
+    except (FileNotFoundError, ModuleNotFoundError):
+        return None  # not on this machine (e.g. a driver without the weights): the worker decides
+    file = path / "config.json"
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None

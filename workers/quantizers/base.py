@@ -6,12 +6,15 @@ import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from workers.device import Device
+
+if TYPE_CHECKING:
+    from workers.models import ModelConfig
 
 # The output projection is tied to the token embedding in Whisper; quantizing it changes the
 # embedding too, so it is left out unless a spec includes it by name.
@@ -65,6 +68,9 @@ class Description:
 
 @dataclass
 class QuantizedModel:
+    """The torch runtime's deployable: a quantized module."""
+
+    runtime: ClassVar[str] = "torch"
     model: nn.Module
     quantized_modules: int
     quantized_params: int  # parameters of the original layers that were quantized
@@ -74,8 +80,8 @@ class QuantizedModel:
 Calibrate = Callable[[nn.Module], None]  # runs the model over calibration audio
 
 
-class Quantizer(ABC):
-    """One library. `supports` decides before anything is loaded; `quantize` changes a fresh model copy."""
+class Library(ABC):
+    """One library. `supports` and `supports_model` decide before anything is quantized."""
 
     library: ClassVar[str]
     config_type: ClassVar[type[QuantConfig]]
@@ -93,6 +99,14 @@ class Quantizer(ABC):
     def supports(self, device: Device) -> str | None:
         """None when the scheme runs on the device, else the reason it does not."""
         return None
+
+    def supports_model(self, model: ModelConfig) -> str | None:
+        """None when the scheme fits the model's shapes, else the reason it does not."""
+        return None
+
+
+class Quantizer(Library):
+    """A library that changes a fresh copy of the torch model (the deployable is that module)."""
 
     @abstractmethod
     def quantize(self, model: nn.Module, device: Device, calibrate: Calibrate | None = None) -> QuantizedModel:
