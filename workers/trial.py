@@ -22,9 +22,9 @@ from workers.logs import TrialLog, captured
 from workers.models import LoadedModel, ModelConfig, load_model
 from workers.models.families import FAMILIES
 from workers.quantizers import QuantizationConfig, quantizer_for
-from workers.quantizers.base import Calibrate, Quantizer
+from workers.quantizers.base import Artifact, Calibrate, Exporter, Quantizer
 from workers.runtimes import runtime_of
-from workers.runtimes.base import Artifact, Deployable, Exporter, Target, build_artifact
+from workers.runtimes.base import Deployable, Target, build_artifact
 
 TRACEBACK_LINES = 12
 

@@ -1,12 +1,14 @@
-"""Quantizer room, common part: the config every library extends, module selection, the result type."""
+"""Quantizer room, common part: library configs, module selection, and the deployables (module or artifact)."""
 from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -14,7 +16,7 @@ from torch import nn
 from workers.device import Device
 
 if TYPE_CHECKING:
-    from workers.models import ModelConfig
+    from workers.models import LoadedModel, ModelConfig
 
 # The output projection is tied to the token embedding in Whisper; quantizing it changes the
 # embedding too, so it is left out unless a spec includes it by name.
@@ -75,6 +77,26 @@ class QuantizedModel:
     quantized_modules: int
     quantized_params: int  # parameters of the original layers that were quantized
     total_params: int
+
+
+@dataclass
+class Artifact:
+    """Files on disk that only `runtime` can run, built from the float model by an exporter."""
+
+    runtime: str
+    path: Path  # the model file, or the directory of its files
+    settings: dict[str, Any]  # how the runtime loads it (e.g. CTranslate2's compute_type)
+    quantized_modules: int
+    quantized_params: int
+    total_params: int
+    # Owns the files: they are removed when the artifact is dropped (a worker keeps one, see WorkerCache).
+    workdir: tempfile.TemporaryDirectory | None = field(repr=False, default=None)
+
+    @property
+    def artifact_bytes(self) -> int:
+        """Bytes of the deployed files on disk (every file under `path`)."""
+        files = [self.path] if self.path.is_file() else [p for p in self.path.rglob("*") if p.is_file()]
+        return sum(p.stat().st_size for p in files)
 
 
 Calibrate = Callable[[nn.Module], None]  # runs the model over calibration audio
@@ -141,3 +163,13 @@ def replace_linears(
         quantized_params += sum(p.numel() for p in layer.parameters())
         replace_module(model, name, make(name, layer))
     return QuantizedModel(model, len(chosen), quantized_params, total)
+
+
+class Exporter(Library):
+    """A library whose quantization is an artifact for its own runtime, written from the float model."""
+
+    runtime: ClassVar[str]
+
+    @abstractmethod
+    def export(self, loaded: LoadedModel, workdir: Path) -> Artifact:
+        """Convert and quantize `loaded` (fp32, CPU) into files under `workdir`."""

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import model_validator
 
 from workers.device import Device
-from workers.quantizers.base import Description, Modules, QuantConfig, count_params
-from workers.runtimes.base import Artifact, Exporter
+from workers.quantizers.base import Artifact, Description, Exporter, Modules, QuantConfig, count_params
 from workers.runtimes.ggml_file import TYPES, unsupported_rows, write_ggml
 
 if TYPE_CHECKING:

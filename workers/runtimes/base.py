@@ -7,52 +7,21 @@ the deployable is; evaluation, scoring and rows are the same for every runtime.
 from __future__ import annotations
 
 import tempfile
-from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from workers.datasets import Utterance
 from workers.device import Device
 from workers.evaluate import EvalConfig, Evaluation
-from workers.quantizers.base import Library, QuantizedModel
+from workers.quantizers.base import Artifact, Exporter, QuantizedModel
 
 if TYPE_CHECKING:
     from workers.models import LoadedModel
 
 
-@dataclass
-class Artifact:
-    """Files on disk that only `runtime` can run, built from the float model by an exporter."""
-
-    runtime: str
-    path: Path  # the model file, or the directory of its files
-    settings: dict[str, Any]  # how the runtime loads it (e.g. CTranslate2's compute_type)
-    quantized_modules: int
-    quantized_params: int
-    total_params: int
-    # Owns the files: they are removed when the artifact is dropped (a worker keeps one, see WorkerCache).
-    workdir: tempfile.TemporaryDirectory | None = field(repr=False, default=None)
-
-    @property
-    def artifact_bytes(self) -> int:
-        """Bytes of the deployed files on disk (every file under `path`)."""
-        files = [self.path] if self.path.is_file() else [p for p in self.path.rglob("*") if p.is_file()]
-        return sum(p.stat().st_size for p in files)
-
-
 Deployable = QuantizedModel | Artifact
-
-
-class Exporter(Library):
-    """A library whose quantization is an artifact for its own runtime, written from the float model."""
-
-    runtime: ClassVar[str]
-
-    @abstractmethod
-    def export(self, loaded: LoadedModel, workdir: Path) -> Artifact:
-        """Convert and quantize `loaded` (fp32, CPU) into files under `workdir`."""
 
 
 def build_artifact(exporter: Exporter, loaded: LoadedModel) -> Artifact:

@@ -14,7 +14,8 @@ import numpy as np
 
 from workers.datasets import Utterance
 from workers.evaluate import SAMPLING_RATE, WINDOW_S, EvalConfig, Evaluation, StageTimes, evaluate
-from workers.runtimes.base import Artifact, OnTimed, Target
+from workers.quantizers.base import Artifact
+from workers.runtimes.base import OnTimed, Target
 
 if TYPE_CHECKING:
     from workers.models import LoadedModel

@@ -20,7 +20,8 @@ import numpy as np
 from workers.datasets import Utterance
 from workers.evaluate import Evaluation, StageTimes, _reset_rss_peak, _rss_peak, evaluate
 from workers.isolation import run_isolated
-from workers.runtimes.base import Artifact, OnTimed, Target
+from workers.quantizers.base import Artifact
+from workers.runtimes.base import OnTimed, Target
 
 if TYPE_CHECKING:
     from workers.models import LoadedModel
