@@ -5,7 +5,8 @@ import pyarrow as pa
 
 # Version 2 added `latency_cv`. Readers take every older version: columns a file lacks read as null
 # (DuckDB union_by_name, pyarrow dataset schemas), so a v1 row is a v2 row without latency spread.
-# Version 3 (issue 8) added the runtime columns: `runtime`, `front_end`, `artifact_bytes`, `runtime_*_s`.
+# Version 3 (issue 8) added the runtime columns: `runtime`, `front_end`, `artifact_bytes`, `runtime_*_s` of
+# trials, and `hypothesis_normalized` of utterances.
 SCHEMA_VERSION = 3
 
 # Trial statuses: `ok` measured; `failed` raised (error holds type, message, traceback tail);
@@ -135,6 +136,7 @@ UTTERANCES = pa.schema(
         ("char_errors", pa.int32()),
         ("seconds", pa.float64()),  # compute seconds of this utterance's batch share in the timed pass
         ("error", pa.string()),
+        ("hypothesis_normalized", pa.string()),  # (issue 8) the hypothesis as `normalizer` made it for scoring
     ]
 )
 

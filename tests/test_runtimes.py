@@ -18,7 +18,8 @@ from results.store import Store
 from sweep.plan import expand
 from sweep.spec import load_spec
 from workers.datasets import DatasetConfig, load_utterances
-from workers.models import ModelConfig, load_model
+from workers.models import LoadedModel, ModelConfig, load_model
+from workers.quantizers.base import Artifact
 
 UTTERANCES = 4
 SPEC = {
@@ -28,10 +29,13 @@ SPEC = {
     "quantization": [{"library": "none", "dtype": "fp32"}, {"library": "ggml", "type": "q8_0"},
                      {"library": "ggml", "type": "q4_k"}, {"library": "ggml", "type": "f32"},
                      {"library": "ctranslate2", "compute_type": "int8"}],
-    "datasets": [{"name": "samples", "source": "samples"}],
-    "exclude": [{"model": "whisper-base", "quantization": q} for q in ("fp32", "ggml-q8_0", "ggml-f32", "ct2-int8")],
+    # base runs one clip (it only has to show that q4_k runs where rows are multiples of 256)
+    "datasets": [{"name": "samples", "source": "samples"},
+                 {"name": "one", "source": "samples", "max_utterances": 1}],
+    "exclude": [{"model": "whisper-base", "dataset": "samples"}, {"model": "whisper-tiny.en", "dataset": "one"},
+                *({"model": "whisper-base", "quantization": q} for q in ("fp32", "ggml-q8_0", "ggml-f32", "ct2-int8"))],
     "hardware": ["local"],
-    "eval": {"threads": 1, "max_utterances": UTTERANCES, "max_new_tokens": 64},
+    "eval": {"threads": 1, "max_utterances": UTTERANCES, "max_new_tokens": 64, "warmup_utterances": 0},
 }
 
 
@@ -42,6 +46,19 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[tuple[st
     quantsweep("run", str(spec))
     rows = Store(str(root / "r")).read("trials", "runtimes").to_pylist()
     return root / "r", {(r["model"], r["quantization"]): r for r in rows}
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LoadedModel:
+    return load_model(ModelConfig(name="whisper-tiny.en", packaged="whisper-tiny.en"))
+
+
+@pytest.fixture(scope="module")
+def ct2_int8(tiny: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
+    """tiny.en converted by the exporter (CTranslate2's own converter), apart from the sweep's."""
+    from workers.quantizers.ctranslate2 import CTranslate2Config, CTranslate2Exporter
+
+    return CTranslate2Exporter(CTranslate2Config(compute_type="int8")).export(tiny, tmp_path_factory.mktemp("ct2"))
 
 
 def hypotheses(results: Path, row: dict) -> dict[str, str]:
@@ -84,15 +101,13 @@ def test_crash_in_the_child_is_one_failed_row_and_the_sweep_goes_on(sweep: tuple
     assert sum(r["status"] == "ok" for r in rows.values()) == 4  # the trials after it ran in the same worker
 
 
-def test_artifact_bytes_are_the_files_on_disk(sweep: tuple[Path, dict], tmp_path: Path) -> None:
-    from workers.quantizers.ctranslate2 import CTranslate2Config, CTranslate2Exporter
+def test_artifact_bytes_are_the_files_on_disk(sweep: tuple[Path, dict], tiny: LoadedModel, ct2_int8: Artifact,
+                                             tmp_path: Path) -> None:
     from workers.quantizers.ggml import GgmlConfig, GgmlExporter
 
     _, rows = sweep
-    loaded = load_model(ModelConfig(name="whisper-tiny.en", packaged="whisper-tiny.en"))
-    ggml = GgmlExporter(GgmlConfig(type="q8_0")).export(loaded, tmp_path)
-    ct2 = CTranslate2Exporter(CTranslate2Config(compute_type="int8")).export(loaded, tmp_path)
-    ct2_files = [p for p in ct2.path.iterdir()]
+    ggml = GgmlExporter(GgmlConfig(type="q8_0")).export(tiny, tmp_path)
+    ct2_files = list(ct2_int8.path.iterdir())
     assert {p.name for p in ct2_files} >= {"model.bin", "config.json", "tokenizer.json"}
     assert rows[("whisper-tiny.en", "ggml-q8_0")]["artifact_bytes"] == ggml.path.stat().st_size
     assert rows[("whisper-tiny.en", "ct2-int8")]["artifact_bytes"] == sum(p.stat().st_size for p in ct2_files)
@@ -101,21 +116,19 @@ def test_artifact_bytes_are_the_files_on_disk(sweep: tuple[Path, dict], tmp_path
     assert rows[("whisper-tiny.en", "fp32")]["artifact_bytes"] is None
 
 
-def test_ctranslate2_int8_text_equals_ctranslate2_called_directly(sweep: tuple[Path, dict], tmp_path: Path) -> None:
+def test_ctranslate2_int8_text_equals_ctranslate2_called_directly(sweep: tuple[Path, dict], tiny: LoadedModel,
+                                                                  ct2_int8: Artifact) -> None:
     import ctranslate2
-    from ctranslate2.converters import TransformersConverter
 
     results, rows = sweep
     row = rows[("whisper-tiny.en", "ct2-int8")]
     assert row["status"] == "ok" and row["runtime"] == "ctranslate2" and row["front_end"] == "transformers"
-    loaded = load_model(ModelConfig(name="whisper-tiny.en", packaged="whisper-tiny.en"))
-    TransformersConverter(loaded.path).convert(str(tmp_path / "ct2"), quantization="int8")
-    model = ctranslate2.models.Whisper(str(tmp_path / "ct2"), device="cpu", compute_type="int8", intra_threads=1)
-    tokenizer = loaded.processor.tokenizer
+    model = ctranslate2.models.Whisper(str(ct2_int8.path), device="cpu", compute_type="int8", intra_threads=1)
+    tokenizer = tiny.processor.tokenizer
     prompt = tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|notimestamps|>"])
     expected = {}
     for u in load_utterances(DatasetConfig(name="samples", source="samples", max_utterances=UTTERANCES)):
-        features = loaded.processor.feature_extractor([u.audio], sampling_rate=16_000, return_tensors="np")
+        features = tiny.processor.feature_extractor([u.audio], sampling_rate=16_000, return_tensors="np")
         result = model.generate(ctranslate2.StorageView.from_array(features.input_features), [prompt],
                                 beam_size=1, max_length=64)
         expected[u.utt_id] = tokenizer.decode(result[0].sequences_ids[0], skip_special_tokens=True).strip()
@@ -123,18 +136,35 @@ def test_ctranslate2_int8_text_equals_ctranslate2_called_directly(sweep: tuple[P
     assert row["encode_s"] > 0 and row["decode_s"] > 0 and row["quantized_params"] > 0.9 * row["total_params"]
 
 
-def test_int8_ctranslate2_directory_as_a_model_source_is_dequantized(tmp_path: Path) -> None:
-    from ctranslate2.converters import TransformersConverter
+def test_ladder_orders_every_runtime_by_rtf_with_identity_against_torch_fp32(sweep: tuple[Path, dict]) -> None:
+    from results.tables import ladder
 
+    results, rows = sweep
+    con = connect(Store(str(results)))
+    steps = con.sql("SELECT * FROM ladder WHERE model = 'whisper-tiny.en' ORDER BY step").to_arrow_table().to_pylist()
+    assert [s["quantization"] for s in steps] == sorted(
+        ("fp32", "ggml-q8_0", "ct2-int8"), key=lambda q: rows[("whisper-tiny.en", q)]["rtf"])
+    by = {s["quantization"]: s for s in steps}
+    assert {s["runtime"] for s in steps} == {"torch", "whispercpp", "ctranslate2"}
+    assert by["fp32"]["identical_raw_rate"] == by["fp32"]["identical_normalized_rate"] == 1
+    base = hypotheses(results, rows[("whisper-tiny.en", "fp32")])
+    for q in ("ggml-q8_0", "ct2-int8"):
+        got = hypotheses(results, rows[("whisper-tiny.en", q)])
+        assert by[q]["identical_raw_rate"] == pytest.approx(np.mean([got[k] == base[k] for k in base]))
+        assert by[q]["identical_normalized_rate"] >= by[q]["identical_raw_rate"]
+        assert by[q]["artifact_bytes"] == rows[("whisper-tiny.en", q)]["artifact_bytes"]
+    table = next(t for t in ladder(con, "runtimes") if t.title.startswith("whisper-tiny.en"))
+    assert "runtime" in table.human_columns and "identical (norm.)" in table.human_columns
+
+
+def test_int8_ctranslate2_directory_as_a_model_source_is_dequantized(tiny: LoadedModel, ct2_int8: Artifact,
+                                                                      tmp_path: Path) -> None:
     from workers.models.ctranslate2 import convert_ctranslate2
 
-    loaded = load_model(ModelConfig(name="whisper-tiny.en", packaged="whisper-tiny.en"))
-    TransformersConverter(loaded.path, copy_files=["tokenizer.json"]).convert(str(tmp_path / "ct2"), quantization="int8")
-    converted = load_model(ModelConfig(name="int8", local=str(convert_ctranslate2(tmp_path / "ct2", tmp_path / "hf"))))
-    reference, got = loaded.model.state_dict(), converted.model.state_dict()
+    converted = load_model(ModelConfig(name="int8", local=str(convert_ctranslate2(ct2_int8.path, tmp_path / "hf"))))
+    reference, got = tiny.model.state_dict(), converted.model.state_dict()
     for name, weight in reference.items():
         error = (got[name] - weight).abs().max().item()
-        # int8 per-row: at most half a step, max|row| / 254 (raw int8 cast to float would be off by ~100x)
+        # int8 per row: at most half a step, max|row| / 254 (raw int8 cast to float would be off by ~100x)
         assert error <= weight.abs().max().item() / 254 * 1.01 + 1e-6, name
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["d_model"] == 384
-    assert np.isfinite(got["model.decoder.embed_tokens.weight"].numpy()).all()

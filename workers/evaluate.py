@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from workers.datasets import Utterance
-from workers.scoring import normalizer_version, score
+from workers.scoring import normalized, normalizer_version, score
 
 SAMPLING_RATE = 16_000
 WINDOW_S = 30.0  # Whisper's window: longer audio goes through long-form generation
@@ -215,6 +215,7 @@ def evaluate(
                                "normalizer": normalizer, "error": u.error}
         if u.audio is not None:
             row.update(hypothesis=first.texts[u.utt_id], seconds=first.seconds[u.utt_id],
+                       hypothesis_normalized=normalized(first.texts[u.utt_id], config.normalizer),
                        **score(u.reference, first.texts[u.utt_id], config.normalizer).__dict__)
         rows.append(row)
     scored = [r for r in rows if r["error"] is None]
