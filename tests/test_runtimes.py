@@ -86,6 +86,7 @@ def test_q4_k_is_unsupported_on_tiny_at_plan_time_and_runs_on_base(sweep: tuple[
     _, rows = sweep
     tiny, base = rows[("whisper-tiny.en", "ggml-q4_k")], rows[("whisper-base", "ggml-q4_k")]
     assert tiny["status"] == "unsupported" and "divisible by 256" in tiny["error"] and "d_model=384" in tiny["error"]
+    assert tiny["runtime"] == "whispercpp" and tiny["scheme"] == "q4_k" and tiny["weight_bits"] == 4
     assert base["status"] == "ok", base["error"]
     assert base["wer"] < 0.5 and base["runtime"] == "whispercpp"
     plan = expand(load_spec(write_spec(tmp_path / "s.yaml", SPEC | {"results": str(tmp_path)})), "x86-cpu")
@@ -95,7 +96,7 @@ def test_q4_k_is_unsupported_on_tiny_at_plan_time_and_runs_on_base(sweep: tuple[
 def test_crash_in_the_child_is_one_failed_row_and_the_sweep_goes_on(sweep: tuple[Path, dict]) -> None:
     _, rows = sweep
     crashed = rows[("whisper-tiny.en", "ggml-f32")]
-    assert crashed["status"] == "failed" and crashed["error_type"] == "ChildDied"
+    assert crashed["status"] == "failed" and crashed["error_type"] == "ChildDied" and crashed["runtime"] == "whispercpp"
     assert "SIGABRT" in crashed["error"] and "GGML_ASSERT" in crashed["error"]
     assert sum(r["status"] == "failed" for r in rows.values()) == 1
     assert sum(r["status"] == "ok" for r in rows.values()) == 4  # the trials after it ran in the same worker

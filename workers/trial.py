@@ -50,7 +50,8 @@ class Trial:
         return {
             "sweep": self.sweep, "trial_id": self.trial_id, "config": self.config,
             "model": self.model.name, "model_source": self.model.source, "family": self.model.family,
-            "quantization": q.label(), "library": q.library, **described.__dict__,
+            "quantization": q.label(), "library": q.library, "runtime": quantizer_for(q).runtime,
+            **described.__dict__,
             "calibration_dataset": self.calibration.name if self.calibration else None,
             "calibration_utterances": self.calibration.max_utterances if self.calibration else None,
             "dataset": self.dataset.name, "language": self.dataset.language,

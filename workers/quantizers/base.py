@@ -108,6 +108,7 @@ class Library(ABC):
     library: ClassVar[str]
     config_type: ClassVar[type[QuantConfig]]
     package: ClassVar[str | None] = None  # the import name of the library, checked on the worker
+    runtime: ClassVar[str] = "torch"  # what runs its deployable (workers/runtimes)
 
     def missing(self) -> str | None:
         """The reason this node cannot run the library at all (not installed), else None."""
@@ -166,9 +167,7 @@ def replace_linears(
 
 
 class Exporter(Library):
-    """A library whose quantization is an artifact for its own runtime, written from the float model."""
-
-    runtime: ClassVar[str]
+    """A library whose quantization is an artifact for its own runtime (`runtime`), written from the float model."""
 
     @abstractmethod
     def export(self, loaded: LoadedModel, workdir: Path) -> Artifact:

@@ -78,5 +78,5 @@ class CTranslate2Exporter(Exporter):
         # What the converter quantized: the int8 arrays of model.bin (an alias shares its target's array).
         arrays = {id(a): a for a in read_model_bin(out / MODEL_BIN).values()}.values()
         int8 = [a for a in arrays if a.dtype.kind == "i" and a.dtype.itemsize == 1]
-        return Artifact("ctranslate2", out, {"compute_type": self.config.compute_type}, len(int8),
+        return Artifact(self.runtime, out, {"compute_type": self.config.compute_type}, len(int8),
                         sum(a.size for a in int8), count_params(loaded.model))

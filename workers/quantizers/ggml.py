@@ -70,5 +70,5 @@ class GgmlExporter(Exporter):
     def export(self, loaded: LoadedModel, workdir: Path) -> Artifact:
         written = write_ggml(loaded.model, loaded.processor, Path(loaded.path), self.config.type,
                              workdir / f"ggml-model-{self.config.type}.bin")
-        return Artifact("whispercpp", written.path, {"type": self.config.type}, written.quantized_tensors,
+        return Artifact(self.runtime, written.path, {"type": self.config.type}, written.quantized_tensors,
                         written.quantized_params, count_params(loaded.model))
