@@ -125,6 +125,8 @@ class WhisperCppRuntime:
 
     def evaluate(self, deployable: Artifact, loaded: LoadedModel, target: Target,
                  utterances: Sequence[Utterance], on_timed: OnTimed) -> Evaluation:
+        # The child stamps its own timed window (timed_started_at/finished_at among its columns), so `on_timed`
+        # is not called here; its printed output is whisper.cpp's log, which the row does not keep.
         evaluation, _output = run_isolated(evaluate_in_child, str(deployable.path), target, list(utterances))
         return evaluation
 
