@@ -46,7 +46,7 @@ class CTranslate2Transcriber:
         if self.model.is_multilingual:
             tokens += [f"<|{target.language}|>", "<|transcribe|>"]
         self.prompt = tokenizer.convert_tokens_to_ids(tokens + ["<|notimestamps|>"])
-        self.options = generate_options(target.config)
+        self.options = generate_options(target.config, len(self.prompt))
 
     def transcribe(self, audios: Sequence[np.ndarray]) -> tuple[list[str], StageTimes]:
         import ctranslate2
@@ -69,11 +69,12 @@ class CTranslate2Transcriber:
         return [t.strip() for t in texts], times
 
 
-def generate_options(config: EvalConfig) -> dict[str, Any]:
-    """`generate` keywords for the spec's beams and token limit."""
+def generate_options(config: EvalConfig, prompt_tokens: int) -> dict[str, Any]:
+    """`generate` keywords for the spec's beams and token limit (CTranslate2's max_length counts the prompt,
+    transformers' max_new_tokens does not)."""
     options: dict[str, Any] = {"beam_size": config.num_beams}
     if config.max_new_tokens is not None:
-        options["max_length"] = config.max_new_tokens
+        options["max_length"] = prompt_tokens + config.max_new_tokens
     return options
 
 
