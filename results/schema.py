@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-# Version 2 added `latency_cv`. Version 3 (issue 7) added `model_mem_bytes`, `setup_id`, `eval_config`,
-# `host_group` and `quantsweep_version`, and gave `peak_mem_bytes` its isolated meaning (see peak_mem_kind).
-# Readers take every older version: columns a file lacks read as null (DuckDB union_by_name, pyarrow
-# dataset schemas), so a v1 row is a v2 row without latency spread.
+# Version 2 added `latency_cv`. Version 3 added, for issue 7, `model_mem_bytes`, `setup_id`, `eval_config`,
+# `host_group` and `quantsweep_version` (and gave `peak_mem_bytes` its isolated meaning, see peak_mem_kind);
+# for issue 8 the runtime columns: `runtime`, `front_end`, `artifact_bytes`, `runtime_*_s` of trials, and
+# `hypothesis_normalized` of utterances. Readers take every older version: columns a file lacks read as
+# null (DuckDB union_by_name, pyarrow dataset schemas), so a v1 row is a v2 row without latency spread.
 SCHEMA_VERSION = 3
 
 # Trial statuses: `ok` measured; `failed` raised (error holds type, message, traceback tail);
@@ -113,6 +114,18 @@ TRIALS = pa.schema(
         ("finished_at", pa.timestamp("us", tz="UTC")),
         ("timed_started_at", pa.timestamp("us", tz="UTC")),
         ("timed_finished_at", pa.timestamp("us", tz="UTC")),
+        # (issue 8) the runtime that ran the deployable, and what it reports of itself
+        ("runtime", pa.string()),  # torch, ctranslate2, whispercpp
+        ("front_end", pa.string()),  # what computed the log-mel features: transformers, whisper.cpp
+        ("artifact_bytes", pa.int64()),  # bytes of the deployed files on disk (NULL for torch modules)
+        # seconds by whisper.cpp's own timers over the first timed pass (load: the model's, once)
+        ("runtime_load_s", pa.float64()),
+        ("runtime_mel_s", pa.float64()),
+        ("runtime_sample_s", pa.float64()),
+        ("runtime_encode_s", pa.float64()),
+        ("runtime_decode_s", pa.float64()),
+        ("runtime_batchd_s", pa.float64()),
+        ("runtime_prompt_s", pa.float64()),
     ]
 )
 
@@ -135,6 +148,7 @@ UTTERANCES = pa.schema(
         ("char_errors", pa.int32()),
         ("seconds", pa.float64()),  # compute seconds of this utterance's batch share in the timed pass
         ("error", pa.string()),
+        ("hypothesis_normalized", pa.string()),  # (issue 8) the hypothesis as `normalizer` made it for scoring
     ]
 )
 

@@ -215,12 +215,14 @@ def seed_table(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list
 LADDER_CELLS: list[tuple[str, Callable[[dict], str]]] = [
     ("step", lambda r: str(r["step"])),
     ("quantization", lambda r: r["quantization"]),
+    ("runtime", lambda r: r["runtime"] or "torch"),
     ("RTF", rtf_cell),
     ("speed-up", lambda r: times(r["speedup"])),
     ("p50", lambda r: millis(r["latency_p50_s"])),
     ("WER", lambda r: pct(r["wer"])),
     ("ΔWER", delta_cell),
-    ("identical", lambda r: pct(r["identical_rate"], 1)),
+    ("identical (raw)", lambda r: pct(r["identical_raw_rate"], 1)),
+    ("identical (norm.)", lambda r: pct(r["identical_normalized_rate"], 1)),
     ("size", lambda r: megabytes(r["model_size_bytes"])),
     ("size red.", lambda r: pct(r["size_reduction"], 1)),
 ]

@@ -131,12 +131,15 @@ def _resolved_models(spec: Spec, source: str) -> list[ModelConfig]:
 
 
 def support_reason(trial: Trial) -> str | None:
-    """The support matrix: the model's family, then the target class; chip targets are decided on the worker."""
+    """The support matrix: the model's family, the target class and the model's shapes; chip targets on the worker."""
     quantizer = quantizer_for(trial.quantization)
     reason = quantizer.supports_family(trial.model.family)
-    if reason or trial.hardware not in CLASS_DEVICES:
+    if reason:
         return reason
-    return quantizer.supports(Device(trial.hardware, CLASS_DEVICES[trial.hardware]))
+    if trial.hardware not in CLASS_DEVICES:
+        return quantizer.supports_model(trial.model)
+    return (quantizer.supports(Device(trial.hardware, CLASS_DEVICES[trial.hardware]))
+            or quantizer.supports_model(trial.model))
 
 
 @dataclass

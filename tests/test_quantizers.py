@@ -188,6 +188,10 @@ SUPPORT = {
         {"library": "quanto", "activations": "float8"},
         {CUDA: True, APPLE: False, ARM: True},
     ),
+    # The pywhispercpp wheel is a CPU build of whisper.cpp; CTranslate2 has no Metal backend, fp16 only on CUDA.
+    "ggml-q8_0": ({"library": "ggml"}, {CUDA: False, APPLE: True, ARM: True, CPU: True}),
+    "ct2-int8": ({"library": "ctranslate2"}, {CUDA: True, APPLE: False, ARM: True, CPU: True}),
+    "ct2-float16": ({"library": "ctranslate2", "compute_type": "float16"}, {CUDA: True, APPLE: False, CPU: False}),
 }
 
 
@@ -204,8 +208,8 @@ def test_support_matrix_on_simulated_devices(case):
 
 
 def test_registry_covers_every_config():
-    # The test plugin (tests/plugins/trials.py) adds `probe`; the product ships these six.
-    assert set(QUANTIZERS) - {"probe"} == {"none", "torch", "torchao", "hqq", "bnb", "quanto"}
+    # The test plugin (tests/plugins/trials.py) adds `probe`; the product ships these (two of them exporters).
+    assert set(QUANTIZERS) - {"probe"} == {"none", "torch", "torchao", "hqq", "bnb", "quanto", "ggml", "ctranslate2"}
     for library, quantizer in QUANTIZERS.items():
         config = parse({"library": library})
         assert isinstance(config, quantizer.config_type) and isinstance(config, QuantConfig)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from workers.datasets import Utterance
-from workers.scoring import normalizer_version, score
+from workers.scoring import normalized, normalizer_version, score
 
 SAMPLING_RATE = 16_000
 
@@ -50,6 +50,8 @@ class StageTimes:
     features_s: float = 0.0
     encode_s: float = 0.0
     decode_s: float = 0.0
+    # Seconds by a runtime's own timers, by column name (e.g. whisper.cpp's `runtime_mel_s`); part of the above.
+    runtime: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_s(self) -> float:
@@ -128,6 +130,8 @@ def run_pass(transcriber: Transcriber, utterances: Sequence[Utterance], batch_si
             result.seconds[u.utt_id] = times.total_s / len(batch)
         for name in ("features_s", "encode_s", "decode_s"):
             setattr(result.stages, name, getattr(result.stages, name) + getattr(times, name))
+        for name, seconds in times.runtime.items():
+            result.stages.runtime[name] = result.stages.runtime.get(name, 0.0) + seconds
     return result
 
 
@@ -174,6 +178,7 @@ def evaluate(
                                "normalizer": normalizer, "error": u.error}
         if u.audio is not None:
             row.update(hypothesis=first.texts[u.utt_id], seconds=first.seconds[u.utt_id],
+                       hypothesis_normalized=normalized(first.texts[u.utt_id], config.normalizer),
                        **score(u.reference, first.texts[u.utt_id], config.normalizer).__dict__)
         rows.append(row)
     scored = [r for r in rows if r["error"] is None]
@@ -202,6 +207,7 @@ def evaluate(
         "features_s": stages.features_s,
         "encode_s": stages.encode_s,
         "decode_s": stages.decode_s,
+        **stages.runtime,
         "timing_repeats": config.timing_repeats,
         "warmup_utterances": min(config.warmup_utterances, len(valid)),
         "batch_size": config.batch_size,

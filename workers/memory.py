@@ -22,6 +22,9 @@ from torch import nn
 
 CPU_KIND = "rss_hwm_delta_isolated"  # VmHWM during inference - VmRSS before the model, in a fresh child
 CPU_KIND_NO_RESET = "rss_maxrss_delta_isolated"  # no way to reset the high-water mark: includes quantization
+# A runtime evaluated in an isolated child (whisper.cpp): VmHWM over its load and whole evaluation - VmRSS
+# after its code was imported
+ISOLATED_RUN_KIND = "rss_hwm_delta_isolated_run"
 CUDA_KIND = "cuda_max_allocated_delta"
 MPS_KIND = "mps_sampled_allocated_delta"
 MPS_SAMPLE_S = 0.002

@@ -59,6 +59,11 @@ class Score:
     char_errors: int
 
 
+def normalized(text: str, normalizer: str) -> str:
+    """The text as scoring sees it: normalised, words joined by single spaces."""
+    return " ".join(NORMALIZERS[normalizer]()(text).split())
+
+
 def score(reference: str, hypothesis: str, normalizer: str) -> Score:
     """Word and character edit counts after normalising both texts the same way."""
     normalize = NORMALIZERS[normalizer]()

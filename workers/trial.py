@@ -12,14 +12,14 @@ import traceback
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from workers.datasets import DatasetConfig, Utterance, load_utterances
 from workers.device import Device
-from workers.evaluate import EvalConfig, Transcriber, evaluate, run_pass, serialized_bytes
+from workers.evaluate import EvalConfig, Transcriber, run_pass, serialized_bytes
 from workers.hardware import Hardware
 from workers.isolation import run_isolated
 from workers.logs import TrialLog, captured
@@ -28,7 +28,9 @@ from workers.memory import (CPU_KIND, CPU_KIND_NO_RESET, allocated, device_peak,
 from workers.models import LoadedModel, ModelConfig, load_model
 from workers.models.families import FAMILIES, with_family_defaults
 from workers.quantizers import QuantizationConfig, quantizer_for
-from workers.quantizers.base import Calibrate, QuantizedModel
+from workers.quantizers.base import Artifact, Calibrate, Exporter, Quantizer, QuantizedModel
+from workers.runtimes import runtime_of
+from workers.runtimes.base import Deployable, Target, build_artifact
 
 TRACEBACK_LINES = 12
 QUANTSWEEP_VERSION = importlib.metadata.version("quantsweep")
@@ -59,7 +61,8 @@ class Trial:
             "sweep": self.sweep, "trial_id": self.trial_id, "config": self.config, "eval_config": eval_config,
             "setup_id": hashlib.sha256(setup.encode()).hexdigest()[:16],
             "model": self.model.name, "model_source": self.model.source, "family": self.model.family,
-            "quantization": q.label(), "library": q.library, **described.__dict__,
+            "quantization": q.label(), "library": q.library, "runtime": quantizer_for(q).runtime,
+            **described.__dict__,
             "calibration_dataset": self.calibration.name if self.calibration else None,
             "calibration_utterances": self.calibration.max_utterances if self.calibration else None,
             "dataset": self.dataset.name, "language": self.dataset.language,
@@ -92,7 +95,7 @@ def error_text(exc: BaseException) -> str:
 class Quantized:
     """A quantized model as a worker keeps it: how long quantizing took and what the device held before it."""
 
-    quantized: QuantizedModel
+    deployable: Deployable
     quantize_s: float
     allocated_before: int  # device allocator bytes before the model existed (GPU memory is measured above it)
 
@@ -104,7 +107,7 @@ class WorkerCache:
     models: dict[ModelConfig, LoadedModel] = field(default_factory=dict)
     baseline_bytes: dict[ModelConfig, int] = field(default_factory=dict)
     datasets: dict[DatasetConfig, list[Utterance]] = field(default_factory=dict)
-    # The last quantized model: trials of one quantization on several datasets quantize once (one kept, for memory).
+    # The last deployable: trials of one quantization on several datasets quantize once (one kept, for memory).
     last_quantized: tuple[tuple, Quantized] | None = None
     model_loads: int = 0
 
@@ -116,8 +119,8 @@ class WorkerCache:
             self.baseline_bytes[config] = serialized_bytes(self.models[config].model)
         return self.models[config], reused
 
-    def quantized(self, trial: Trial, device: Device, quantize: Callable[[], QuantizedModel]) -> tuple[Quantized, bool]:
-        """The trial's quantized model and whether it was reused from an earlier trial."""
+    def quantized(self, trial: Trial, device: Device, quantize: Callable[[], Deployable]) -> tuple[Quantized, bool]:
+        """The trial's deployable (quantized model or artifact) and whether it was reused from an earlier trial."""
         key = (trial.model, trial.quantization, trial.calibration, device.torch_device)
         if self.last_quantized and self.last_quantized[0] == key:
             return self.last_quantized[1], True
@@ -151,7 +154,7 @@ def run_trial(trial: Trial, hardware: Hardware, cache: WorkerCache, exclusive: b
     with captured(log):
         try:
             quantizer = quantizer_for(trial.quantization)
-            reason = (quantizer.supports(device) or quantizer.missing()
+            reason = (quantizer.supports(device) or quantizer.missing() or quantizer.supports_model(trial.model)
                       or (trial.model.family and quantizer.supports_family(trial.model.family)))
             if reason:
                 row.update(status="unsupported", error=reason)
@@ -183,37 +186,46 @@ def _measure(trial: Trial, hardware: Hardware, cache: WorkerCache, row: dict[str
     calibration = cache.utterances(trial.calibration) if trial.calibration else None
     row.update(load_s=loaded.load_s, model_reused=reused, baseline_size_bytes=cache.baseline_bytes[trial.model])
     kept, row["quantized_reused"] = cache.quantized(trial, device, lambda: _quantize(trial, device, loaded, calibration))
-    quantized = kept.quantized
-    row["quantize_s"] = kept.quantize_s
-    row["family"] = loaded.family
-    transcriber = FAMILIES[loaded.family].transcriber(quantized.model, loaded.processor,
-                                                      device.torch_device, trial.eval, trial.dataset.language)
+    deployable = kept.deployable
+    row.update(quantize_s=kept.quantize_s, family=loaded.family)
+    runtime = runtime_of(deployable)
+    target = Target(device, _eval_config(trial), trial.dataset.language, row["threads"])
 
     def on_timed(starting: bool) -> None:
         row["timed_started_at" if starting else "timed_finished_at"] = now()
 
+    # torch's allocator sees a torch model's GPU memory; a runtime's own allocations it does not
+    on_gpu = not device.is_cpu and isinstance(deployable, QuantizedModel)
     started = time.perf_counter()
-    # A dataset scored by its leaderboard's normaliser says so; the others take the sweep's.
-    eval_config = trial.eval.model_copy(update={"normalizer": trial.dataset.normalizer or trial.eval.normalizer})
-    with device_peak(device.torch_device, kept.allocated_before) if not device.is_cpu else nullcontext({}) as peak:
-        evaluation = evaluate(transcriber, utterances, eval_config, on_timed)
+    with device_peak(device.torch_device, kept.allocated_before) if on_gpu else nullcontext({}) as peak:
+        evaluation = runtime.evaluate(deployable, loaded, target, utterances, on_timed)
     row["eval_s"] = time.perf_counter() - started
-    if device.is_cpu:
+    if device.is_cpu and "peak_mem_bytes" not in evaluation.columns:
         # The worker holds cached models and datasets: CPU memory is measured where only this model lives.
+        # (A runtime that evaluates in an isolated child measured it there, in its columns.)
+        artifact = replace(deployable, workdir=None) if isinstance(deployable, Artifact) else None
         peak, output = run_isolated(memory_pass, trial, hardware, memory_clips(utterances, trial.eval.batch_size),
-                                    calibration)
+                                    calibration, artifact)
         for line in output.splitlines():
             log.add(line)
     row.update(peak)
     row.update(evaluation.columns)
     row.update(
-        quantized_modules=quantized.quantized_modules, quantized_params=quantized.quantized_params,
-        total_params=quantized.total_params,
-        quantized_param_share=quantized.quantized_params / quantized.total_params,
-        model_size_bytes=serialized_bytes(quantized.model), model_mem_bytes=model_mem_bytes(quantized.model),
+        runtime=runtime.name, front_end=runtime.front_end,
+        artifact_bytes=deployable.artifact_bytes if isinstance(deployable, Artifact) else None,
+        quantized_modules=deployable.quantized_modules, quantized_params=deployable.quantized_params,
+        total_params=deployable.total_params,
+        quantized_param_share=deployable.quantized_params / deployable.total_params,
+        model_size_bytes=runtime.model_size_bytes(deployable),
+        model_mem_bytes=model_mem_bytes(deployable.model) if isinstance(deployable, QuantizedModel) else None,
     )
     row["size_reduction"] = 1 - row["model_size_bytes"] / row["baseline_size_bytes"]
     return evaluation.utterance_rows
+
+
+def _eval_config(trial: Trial) -> EvalConfig:
+    """A dataset scored by its leaderboard's normaliser says so; the others take the sweep's."""
+    return trial.eval.model_copy(update={"normalizer": trial.dataset.normalizer or trial.eval.normalizer})
 
 
 def memory_clips(utterances: list[Utterance], batch_size: int) -> list[Utterance]:
@@ -222,43 +234,51 @@ def memory_clips(utterances: list[Utterance], batch_size: int) -> list[Utterance
     return sorted(valid, key=lambda u: (u.duration_s, u.utt_id))[-batch_size:]
 
 
-def memory_pass(trial: Trial, hardware: Hardware, clips: list[Utterance],
-                calibration: list[Utterance] | None) -> dict[str, Any]:
-    """In an isolated child: load, quantize, infer on `clips`; the resident memory inference needed.
+def memory_pass(trial: Trial, hardware: Hardware, clips: list[Utterance], calibration: list[Utterance] | None,
+                artifact: Artifact | None) -> dict[str, Any]:
+    """In an isolated child: load, quantize (or open the worker's artifact), infer on `clips`; the resident
+    memory inference needed.
 
     A first round of the same (load, quantize, infer), dropped before the reading, imports the family's and
     the library's code and lets the libraries initialise what they load lazily (their kernels, over 100 MB
     of modules for Whisper): the figure is the model and its inference (weights, scales, activations,
     caches), not the interpreter or code.
     """
-    device = hardware.device()
     torch.set_num_threads(trial.eval.threads or hardware.cores)
     fix_mmap_threshold()
-    run_pass(_deployed(trial, device, calibration), clips, trial.eval.batch_size)
+    run_pass(_deployed(trial, hardware, calibration, artifact), clips, trial.eval.batch_size)
     release_freed_memory()
     before = rss_bytes()
-    transcriber = _deployed(trial, device, calibration)
+    transcriber = _deployed(trial, hardware, calibration, artifact)
     release_freed_memory()  # the loaded checkpoint and the float weights quantization replaced are gone
     resettable = reset_rss_peak()
     run_pass(transcriber, clips, trial.eval.batch_size)
     return {"peak_mem_bytes": rss_peak() - before, "peak_mem_kind": CPU_KIND if resettable else CPU_KIND_NO_RESET}
 
 
-def _deployed(trial: Trial, device: Device, calibration: list[Utterance] | None) -> Transcriber:
-    """A transcriber over a freshly loaded and quantized model that nothing else holds."""
+def _deployed(trial: Trial, hardware: Hardware, calibration: list[Utterance] | None,
+              artifact: Artifact | None) -> Transcriber:
+    """A transcriber over a freshly loaded and quantized model (or the artifact) that nothing else holds."""
+    device = hardware.device()
     loaded = load_model(trial.model)
-    # A copy in anonymous memory, as in the worker: the loaded weights are pages of the mapped checkpoint
-    # file, resident only where touched, which would make the figure depend on what quantization read.
-    quantized = _quantize(trial, device, loaded, calibration)
-    return FAMILIES[loaded.family].transcriber(quantized.model, loaded.processor, device.torch_device,
-                                               trial.eval, trial.dataset.language)
+    # A torch model is quantized as a copy in anonymous memory, as in the worker: the loaded weights are
+    # pages of the mapped checkpoint file, resident only where touched, which would make the figure depend
+    # on what quantization read. The loaded model is dropped on return.
+    deployable = artifact or _quantize(trial, device, loaded, calibration)
+    target = Target(device, _eval_config(trial), trial.dataset.language, trial.eval.threads or hardware.cores)
+    return runtime_of(deployable).transcriber(deployable, loaded, target)
 
 
-def _quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: list[Utterance] | None) -> QuantizedModel:
-    """A fresh copy of the float model, on the device, quantized (calibrated first for static schemes)."""
+def _quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: list[Utterance] | None) -> Deployable:
+    """A fresh copy of the float model, on the device, quantized (calibrated first for static schemes);
+    or, for an exporter, its artifact written from the float model (which it only reads)."""
+    quantizer = quantizer_for(with_family_defaults(trial.quantization, loaded.family))
+    if isinstance(quantizer, Exporter):
+        return build_artifact(quantizer, loaded)
+    assert isinstance(quantizer, Quantizer)
     model = copy.deepcopy(loaded.model).to(device.torch_device)
     calibrate = _calibrator(trial, device, loaded, model, calibration) if calibration is not None else None
-    return quantizer_for(with_family_defaults(trial.quantization, loaded.family)).quantize(model, device, calibrate)
+    return quantizer.quantize(model, device, calibrate)
 
 
 def _calibrator(trial: Trial, device: Device, loaded: LoadedModel, model: torch.nn.Module,

@@ -1,10 +1,13 @@
 """Model room: where a model's weights come from (packaged, hub, local, CTranslate2) and loading them once."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
@@ -99,3 +102,15 @@ def load_model(config: ModelConfig) -> LoadedModel:
         raise
     model.eval()
     return LoadedModel(model, processor, name, path, time.perf_counter() - started)
+
+
+def model_shapes(config: ModelConfig) -> dict[str, Any] | None:
+    """The model's config.json (its shapes) where this machine has its weights; None where it has not."""
+    from workers.models.families import FAMILIES, ModelUnavailable, family_of
+
+    try:
+        path = Path(FAMILIES[family_of(config)].locate(config))
+    except (FileNotFoundError, ModuleNotFoundError, ModelUnavailable):
+        return None  # not on this machine (e.g. a driver without the weights): the worker decides
+    file = path / "config.json"
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None

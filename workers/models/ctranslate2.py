@@ -36,7 +36,7 @@ _DTYPES: dict[int, np.dtype] = {
 _BFLOAT16 = 5
 
 
-CONVERSION_VERSION = 1  # bump when the conversion's output changes, so cached conversions are redone
+CONVERSION_VERSION = 2  # v2: int8/int16 weights dequantized with their scales. Bump when the conversion's output changes, so cached conversions are redone
 
 
 class CorruptModelBin(ValueError):
@@ -114,6 +114,22 @@ def read_model_bin(path: Path) -> dict[str, np.ndarray]:
             f"{path}: corrupt model.bin: {len(reader.data) - reader.offset} unexpected bytes after the aliases"
         )
     return variables
+
+
+def dequantize(weights: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+    """Quantized (int8/int16) weights as float32: CTranslate2 stores round(w * scale) beside `<name>_scale`
+    (one scale per output row for int8, one per tensor for int16), so w = q / scale. Aliases follow their target."""
+    restored: dict[int, np.ndarray] = {}
+    for name, array in weights.items():
+        scale = weights.get(f"{name}_scale")
+        if array.dtype.kind in "iu" and scale is not None and id(array) not in restored:
+            factor = scale.astype(np.float32).reshape(scale.shape + (1,) * (array.ndim - scale.ndim))
+            restored[id(array)] = array.astype(np.float32) / factor
+    out = {name: restored.get(id(array), array) for name, array in weights.items() if not name.endswith("_scale")}
+    unscaled = [n for n, a in out.items() if a.dtype.kind in "iu" and a.ndim >= 2]
+    if unscaled:
+        raise ValueError(f"{path}: integer weights without a `_scale` to dequantize them: {', '.join(unscaled[:5])}")
+    return out
 
 
 def join_parts(parts: list[Path], out: Path) -> Path:
@@ -391,7 +407,7 @@ def _write_transformers_dir(ct2_dir: Path, target: Path) -> None:
     from transformers import WhisperFeatureExtractor, WhisperProcessor
 
     ct2_config = json.loads((ct2_dir / "config.json").read_text(encoding="utf-8"))
-    weights = read_model_bin(ct2_dir / MODEL_BIN)
+    weights = dequantize(read_model_bin(ct2_dir / MODEL_BIN), ct2_dir / MODEL_BIN)
     model = build_model(weights)
     dims = whisper_dims(weights)
     del weights  # the float16 arrays are no longer needed once copied into float32 parameters

@@ -6,21 +6,25 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from workers.plugins import load_plugins
-from workers.quantizers.base import QuantConfig, Quantizer
+from workers.quantizers.base import Library, QuantConfig
 from workers.quantizers.bnb import BnbQuantizer
+from workers.quantizers.ctranslate2 import CTranslate2Exporter
+from workers.quantizers.ggml import GgmlExporter
 from workers.quantizers.hqq import HqqQuantizer
 from workers.quantizers.none import NoneQuantizer
 from workers.quantizers.quanto import QuantoQuantizer
 from workers.quantizers.torch_dynamic import TorchQuantizer
 from workers.quantizers.torchao import TorchaoQuantizer
 
-QUANTIZERS: dict[str, type[Quantizer]] = {
+# Quantizers change a torch module; exporters (ggml, ctranslate2) write an artifact for their own runtime.
+QUANTIZERS: dict[str, type[Library]] = {
     q.library: q
-    for q in (NoneQuantizer, TorchQuantizer, TorchaoQuantizer, HqqQuantizer, BnbQuantizer, QuantoQuantizer)
+    for q in (NoneQuantizer, TorchQuantizer, TorchaoQuantizer, HqqQuantizer, BnbQuantizer, QuantoQuantizer,
+              GgmlExporter, CTranslate2Exporter)
 }
 
 
-def register(quantizer: type[Quantizer]) -> type[Quantizer]:
+def register(quantizer: type[Library]) -> type[Library]:
     """Add a library (from a plugin); it must be registered before the union below is built."""
     QUANTIZERS[quantizer.library] = quantizer
     return quantizer
@@ -34,5 +38,5 @@ QuantizationConfig = Annotated[
 ]
 
 
-def quantizer_for(config: QuantConfig) -> Quantizer:
+def quantizer_for(config: QuantConfig) -> Library:
     return QUANTIZERS[config.library](config)

@@ -1,18 +1,23 @@
-"""Quantizer room, common part: the config every library extends, module selection, the result type."""
+"""Quantizer room, common part: library configs, module selection, and the deployables (module or artifact)."""
 from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from workers.device import Device
 from workers.models.whisper import DEFAULT_EXCLUDE
+
+if TYPE_CHECKING:
+    from workers.models import LoadedModel, ModelConfig
 
 
 class Modules(BaseModel):
@@ -63,21 +68,45 @@ class Description:
 
 @dataclass
 class QuantizedModel:
+    """The torch runtime's deployable: a quantized module."""
+
+    runtime: ClassVar[str] = "torch"
     model: nn.Module
     quantized_modules: int
     quantized_params: int  # parameters of the original layers that were quantized
     total_params: int
 
 
+@dataclass
+class Artifact:
+    """Files on disk that only `runtime` can run, built from the float model by an exporter."""
+
+    runtime: str
+    path: Path  # the model file, or the directory of its files
+    settings: dict[str, Any]  # how the runtime loads it (e.g. CTranslate2's compute_type)
+    quantized_modules: int
+    quantized_params: int
+    total_params: int
+    # Owns the files: they are removed when the artifact is dropped (a worker keeps one, see WorkerCache).
+    workdir: tempfile.TemporaryDirectory | None = field(repr=False, default=None)
+
+    @property
+    def artifact_bytes(self) -> int:
+        """Bytes of the deployed files on disk (every file under `path`)."""
+        files = [self.path] if self.path.is_file() else [p for p in self.path.rglob("*") if p.is_file()]
+        return sum(p.stat().st_size for p in files)
+
+
 Calibrate = Callable[[nn.Module], None]  # runs the model over calibration audio
 
 
-class Quantizer(ABC):
-    """One library. `supports` decides before anything is loaded; `quantize` changes a fresh model copy."""
+class Library(ABC):
+    """One library. `supports` and `supports_model` decide before anything is quantized."""
 
     library: ClassVar[str]
     config_type: ClassVar[type[QuantConfig]]
     package: ClassVar[str | None] = None  # the import name of the library, checked on the worker
+    runtime: ClassVar[str] = "torch"  # what runs its deployable (workers/runtimes)
 
     def missing(self) -> str | None:
         """The reason this node cannot run the library at all (not installed), else None."""
@@ -95,6 +124,14 @@ class Quantizer(ABC):
     def supports_family(self, family: str) -> str | None:
         """None when the library runs on models of this family (workers.models.families), else the reason."""
         return None
+
+    def supports_model(self, model: ModelConfig) -> str | None:
+        """None when the scheme fits the model's shapes, else the reason it does not."""
+        return None
+
+
+class Quantizer(Library):
+    """A library that changes a fresh copy of the torch model (the deployable is that module)."""
 
     @abstractmethod
     def quantize(self, model: nn.Module, device: Device, calibrate: Calibrate | None = None) -> QuantizedModel:
@@ -129,3 +166,11 @@ def replace_linears(
         quantized_params += sum(p.numel() for p in layer.parameters())
         replace_module(model, name, make(name, layer))
     return QuantizedModel(model, len(chosen), quantized_params, total)
+
+
+class Exporter(Library):
+    """A library whose quantization is an artifact for its own runtime (`runtime`), written from the float model."""
+
+    @abstractmethod
+    def export(self, loaded: LoadedModel, workdir: Path) -> Artifact:
+        """Convert and quantize `loaded` (fp32, CPU) into files under `workdir`."""
