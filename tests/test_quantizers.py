@@ -207,6 +207,17 @@ def test_support_matrix_on_simulated_devices(case):
             assert isinstance(reason, str) and reason.strip(), device.hw_class
 
 
+def test_runtimes_that_run_whisper_only_refuse_other_families_and_torch_libraries_take_every_family():
+    from workers.models.families import FAMILIES
+
+    for library in ("ggml", "ctranslate2"):
+        quantizer = quantizer_for(parse({"library": library}))
+        assert quantizer.supports_family("whisper") is None
+        assert quantizer.supports_family("ctc") == f"{library} runs whisper models only, not ctc"
+    for library in ("none", "torch", "torchao", "hqq", "bnb", "quanto"):
+        assert all(quantizer_for(parse({"library": library})).supports_family(f) is None for f in FAMILIES)
+
+
 def test_registry_covers_every_config():
     # The test plugin (tests/plugins/trials.py) adds `probe`; the product ships these (two of them exporters).
     assert set(QUANTIZERS) - {"probe"} == {"none", "torch", "torchao", "hqq", "bnb", "quanto", "ggml", "ctranslate2"}

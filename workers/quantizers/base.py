@@ -107,6 +107,7 @@ class Library(ABC):
     config_type: ClassVar[type[QuantConfig]]
     package: ClassVar[str | None] = None  # the import name of the library, checked on the worker
     runtime: ClassVar[str] = "torch"  # what runs its deployable (workers/runtimes)
+    families: ClassVar[tuple[str, ...] | None] = None  # the model families it can take; None: every family
 
     def missing(self) -> str | None:
         """The reason this node cannot run the library at all (not installed), else None."""
@@ -123,6 +124,8 @@ class Library(ABC):
 
     def supports_family(self, family: str) -> str | None:
         """None when the library runs on models of this family (workers.models.families), else the reason."""
+        if self.families is not None and family not in self.families:
+            return f"{self.library} runs {' and '.join(self.families)} models only, not {family}"
         return None
 
     def supports_model(self, model: ModelConfig) -> str | None:

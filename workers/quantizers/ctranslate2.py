@@ -55,6 +55,7 @@ class CTranslate2Exporter(Exporter):
     config_type: ClassVar[type[QuantConfig]] = CTranslate2Config
     package: ClassVar[str | None] = "ctranslate2"
     runtime: ClassVar[str] = "ctranslate2"
+    families: ClassVar[tuple[str, ...] | None] = ("whisper",)  # the runtime is ctranslate2.models.Whisper
     config: CTranslate2Config
 
     def supports(self, device: Device) -> str | None:

@@ -53,6 +53,7 @@ class GgmlExporter(Exporter):
     config_type: ClassVar[type[QuantConfig]] = GgmlConfig
     package: ClassVar[str | None] = "pywhispercpp"
     runtime: ClassVar[str] = "whispercpp"
+    families: ClassVar[tuple[str, ...] | None] = ("whisper",)  # its runtime runs Whisper models
     config: GgmlConfig
 
     def supports(self, device: Device) -> str | None:
