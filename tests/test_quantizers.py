@@ -204,8 +204,8 @@ def test_support_matrix_on_simulated_devices(case):
 
 
 def test_registry_covers_every_config():
-    # The test plugin (tests/plugins/trials.py) adds `probe`; the product ships these six.
-    assert set(QUANTIZERS) - {"probe"} == {"none", "torch", "torchao", "hqq", "bnb", "quanto"}
+    # The test plugin (tests/plugins/trials.py) adds `probe`; the product ships these seven.
+    assert set(QUANTIZERS) - {"probe"} == {"none", "torch", "torchao", "hqq", "bnb", "quanto", "ptq"}
     for library, quantizer in QUANTIZERS.items():
         config = parse({"library": library})
         assert isinstance(config, quantizer.config_type) and isinstance(config, QuantConfig)

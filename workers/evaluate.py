@@ -52,6 +52,9 @@ class StageTimes:
     features_s: float = 0.0
     encode_s: float = 0.0
     decode_s: float = 0.0
+    # (issue 9) what ran, for the analytic costs: encoder windows and decoder steps, each times the batch rows
+    encoder_windows: int = 0
+    decoded_tokens: int = 0
 
     @property
     def total_s(self) -> float:
@@ -93,6 +96,10 @@ class WhisperTranscriber:
     def _encoder_finished(self, *_: Any) -> None:
         synchronize(self.device)
         self._encoder_s += time.perf_counter() - self._encoder_t0
+        self._calls["encoder"] += 1
+
+    def _decoder_step(self, *_: Any) -> None:
+        self._calls["decoder"] += 1
 
     def transcribe(self, audios: Sequence[np.ndarray]) -> tuple[list[str], StageTimes]:
         """One generate() call over a batch; audio over 30 s must come alone (long-form)."""
@@ -114,10 +121,12 @@ class WhisperTranscriber:
         synchronize(self.device)
         times.features_s = time.perf_counter() - started
         self._encoder_s = 0.0
+        self._calls = {"encoder": 0, "decoder": 0}
         # Hooks live only for this call: a model reused by later trials carries none of ours.
         encoder = self.model.get_encoder()
         hooks = [encoder.register_forward_pre_hook(self._encoder_started),
-                 encoder.register_forward_hook(self._encoder_finished)]
+                 encoder.register_forward_hook(self._encoder_finished),
+                 self.model.get_decoder().register_forward_pre_hook(self._decoder_step)]
         started = time.perf_counter()
         try:
             with torch.no_grad():
@@ -129,6 +138,8 @@ class WhisperTranscriber:
         generate_s = time.perf_counter() - started
         times.encode_s = self._encoder_s
         times.decode_s = generate_s - self._encoder_s
+        times.encoder_windows = self._calls["encoder"] * len(audios)
+        times.decoded_tokens = self._calls["decoder"] * len(audios)
         texts = self.processor.batch_decode(ids, skip_special_tokens=True)
         return [t.strip() for t in texts], times
 
@@ -163,7 +174,7 @@ def run_pass(transcriber: Transcriber, utterances: Sequence[Utterance], batch_si
         for u, text in zip(batch, texts):
             result.texts[u.utt_id] = text
             result.seconds[u.utt_id] = times.total_s / len(batch)
-        for name in ("features_s", "encode_s", "decode_s"):
+        for name in ("features_s", "encode_s", "decode_s", "encoder_windows", "decoded_tokens"):
             setattr(result.stages, name, getattr(result.stages, name) + getattr(times, name))
     return result
 
@@ -244,6 +255,9 @@ def evaluate(
         "batch_size": config.batch_size,
         "num_beams": config.num_beams,
         "batch_changed_transcripts": changed,
+        # (issue 9) at batch 1, as the analytic costs assume
+        "encoder_windows": batch1[0].stages.encoder_windows,
+        "decoded_tokens": batch1[0].stages.decoded_tokens,
     }
     return Evaluation(columns, rows)
 

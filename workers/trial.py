@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
+from workers.costs import cost_columns
 from workers.datasets import DatasetConfig, Utterance, load_utterances
 from workers.device import Device
+from workers.drift import Reference, drift_columns, reference
 from workers.evaluate import EvalConfig, evaluate, peak_memory, run_pass, serialized_bytes
 from workers.hardware import Hardware
 from workers.logs import TrialLog, captured
@@ -87,6 +89,8 @@ class WorkerCache:
     # The last quantized model: trials of one quantization on several datasets quantize once (one kept, for memory).
     last_quantized: tuple[tuple, QuantizedModel, float] | None = None
     model_loads: int = 0
+    # (issue 9) the float model's greedy ids and log-probs per (model, dataset, eval settings), for KL
+    references: dict[tuple, Reference] = field(default_factory=dict)
 
     def model(self, config: ModelConfig) -> tuple[LoadedModel, bool]:
         reused = config in self.models
@@ -107,6 +111,13 @@ class WorkerCache:
         quantized = quantize()
         self.last_quantized = (key, quantized, time.perf_counter() - started)
         return quantized, self.last_quantized[2], False
+
+    def reference(self, trial: Trial, loaded: LoadedModel) -> Reference:
+        key = (trial.model, trial.dataset, trial.eval)
+        if key not in self.references:
+            self.references[key] = reference(trial.model.family, loaded.model, loaded.processor,
+                                             self.utterances(trial.dataset), trial.eval, trial.dataset.language)
+        return self.references[key]
 
     def utterances(self, config: DatasetConfig) -> list[Utterance]:
         if config not in self.datasets:
@@ -180,25 +191,36 @@ def _measure(trial: Trial, device: Device, cache: WorkerCache, row: dict[str, An
         model_size_bytes=serialized_bytes(quantized.model),
     )
     row["size_reduction"] = 1 - row["model_size_bytes"] / row["baseline_size_bytes"]
+    row["calibrate_s"] = quantized.calibrate_s
+    # (issue 9) drift from the float model and the analytic costs, after (and outside) the measured passes
+    row.update(drift_columns(cache.reference(trial, loaded), trial.model.family, quantized.model,
+                             loaded.processor, utterances))
+    row.update(cost_columns(trial.model.family, loaded.model, quantized, trial.quantization.describe(),
+                            trial.quantization.modules, row["encoder_windows"], row["decoded_tokens"]))
     return evaluation.utterance_rows
 
 
 def _quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: list[Utterance] | None) -> QuantizedModel:
     """A fresh copy of the float model, on the device, quantized (calibrated first for static schemes)."""
     model = copy.deepcopy(loaded.model).to(device.torch_device)
-    calibrate = _calibrator(trial, device, loaded, model, calibration) if calibration is not None else None
-    return quantizer_for(trial.quantization).quantize(model, device, calibrate)
+    spent: list[float] = []
+    calibrate = _calibrator(trial, device, loaded, model, calibration, spent) if calibration is not None else None
+    quantized = quantizer_for(trial.quantization).quantize(model, device, calibrate)
+    quantized.calibrate_s = sum(spent) if spent else None
+    return quantized
 
 
 def _calibrator(trial: Trial, device: Device, loaded: LoadedModel, model: torch.nn.Module,
-                calibration: list[Utterance]) -> Calibrate:
+                calibration: list[Utterance], spent: list[float]) -> Calibrate:
     """Runs the model being quantized over the calibration split (never the evaluation audio)."""
     transcriber = FAMILIES[trial.model.family].transcriber(model, loaded.processor, device.torch_device,
                                                            trial.eval, trial.calibration.language)
     clips = [u for u in calibration if u.audio is not None]
 
     def calibrate(m: torch.nn.Module) -> None:
+        started = time.perf_counter()
         transcriber.use(m)
         run_pass(transcriber, clips, trial.eval.batch_size)
+        spent.append(time.perf_counter() - started)
 
     return calibrate

@@ -10,13 +10,15 @@ from workers.quantizers.base import QuantConfig, Quantizer
 from workers.quantizers.bnb import BnbQuantizer
 from workers.quantizers.hqq import HqqQuantizer
 from workers.quantizers.none import NoneQuantizer
+from workers.quantizers.ptq import PtqQuantizer
 from workers.quantizers.quanto import QuantoQuantizer
 from workers.quantizers.torch_dynamic import TorchQuantizer
 from workers.quantizers.torchao import TorchaoQuantizer
 
 QUANTIZERS: dict[str, type[Quantizer]] = {
     q.library: q
-    for q in (NoneQuantizer, TorchQuantizer, TorchaoQuantizer, HqqQuantizer, BnbQuantizer, QuantoQuantizer)
+    for q in (NoneQuantizer, TorchQuantizer, TorchaoQuantizer, HqqQuantizer, BnbQuantizer, QuantoQuantizer,
+              PtqQuantizer)
 }
 
 
