@@ -17,7 +17,7 @@ from workers.costs import Site, analytic_size_bytes, costs, whisper_sites
 from workers.device import Device
 from workers.drift import drift_columns
 from workers.hardware import probe
-from workers.quantizers.base import LayerBits
+from workers.quantizers.base import LayerBits, Modules, selected_linears
 from workers.quantizers.ptq import PtqConfig, PtqQuantizer
 from workers.quantizers.ptq.gptq import gptq
 from workers.quantizers.ptq.grid import Grid
@@ -30,7 +30,9 @@ SPEC = {
     "quantization": [
         {"library": "none"},
         *({"library": "ptq", "method": "rtn", "weight_bits": bits} for bits in (8, 4, 3)),
-        {"library": "ptq", "method": "gptq", "weight_bits": 4, "calibration_utterances": 6},
+        # ASR decoders emit few tokens: on 6 clips the decoder Hessians (~100 rows for 384..1536 inputs) are
+        # rank-deficient and GPTQ overfits them; the whole split (27 clips) and 0.1 damping keep it honest.
+        {"library": "ptq", "method": "gptq", "weight_bits": 4, "calibration_utterances": 27, "damping": 0.1},
         {"library": "ptq", "method": "smoothquant", "weight_bits": 8, "act_bits": 8, "calibration_utterances": 6},
     ],
     "datasets": [{"name": "samples", "source": "samples"}],
@@ -104,9 +106,16 @@ def test_fp32_against_itself_has_no_drift_and_rows_carry_the_new_columns(rows: d
     assert fp32["calibrate_s"] is None and smooth["quantize_s"] > smooth["calibrate_s"]
     # Tokens actually decoded: at least one per utterance, at most the cap each; one window per clip.
     assert 6 < fp32["decoded_tokens"] <= 6 * 40 and fp32["encoder_windows"] == 6
-    assert smooth["bops"] < fp32["bops"] / 10 and smooth["mem_io_bytes"] < fp32["mem_io_bytes"] / 2
-    assert smooth["analytic_size_bytes"] < fp32["analytic_size_bytes"] / 2
+    # W8A8 Linears cost 1/16 of fp32's bit operations; the float convolutions keep the total above that.
+    assert fp32["bops"] / 16 < smooth["bops"] < fp32["bops"] / 5
+    # proj_out stays fp32 and is re-read per token: it dominates memory I/O either way.
+    assert smooth["mem_io_bytes"] < fp32["mem_io_bytes"]
     assert abs(fp32["analytic_size_bytes"] - fp32["model_size_bytes"]) < 0.01 * fp32["model_size_bytes"]
+    loaded, _ = cache.model(parse_spec(SPEC).models[0])
+    layers = [layer for _, layer in selected_linears(loaded.model, Modules())]
+    packed_bits = (8 * fp32["analytic_size_bytes"] - sum(24 * layer.weight.numel() for layer in layers)
+                   + sum(16 * layer.out_features * layer.in_features // 128 for layer in layers))  # fp16 scales
+    assert smooth["analytic_size_bytes"] == packed_bits // 8
     assert table_from_rows("trials", [fp32, smooth]).num_rows == 2
 
 
