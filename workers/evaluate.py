@@ -52,6 +52,9 @@ class StageTimes:
     decode_s: float = 0.0
     # Seconds by a runtime's own timers, by column name (e.g. whisper.cpp's `runtime_mel_s`); part of the above.
     runtime: dict[str, float] = field(default_factory=dict)
+    # (issue 9) what ran, for the analytic costs: encoder windows and decoder steps, each times the batch rows
+    encoder_windows: int = 0
+    decoded_tokens: int = 0
 
     @property
     def total_s(self) -> float:
@@ -72,10 +75,13 @@ class Transcriber(Protocol):
 
 
 class EncoderClock:
-    """Seconds spent in a model's encoder during one call, by forward hooks that live only for that call."""
+    """Seconds spent in a model's encoder during one call, and how often the encoder and the decoder ran, by
+    forward hooks that live only for that call."""
 
-    def __init__(self, encoder: nn.Module, device: str):
-        self.encoder, self.device, self.seconds = encoder, device, 0.0
+    def __init__(self, encoder: nn.Module, device: str, decoder: nn.Module | None = None):
+        self.encoder, self.decoder, self.device, self.seconds = encoder, decoder, device, 0.0
+        self.windows = 0  # encoder calls (issue 9: the analytic costs count what ran)
+        self.steps = 0  # decoder calls, one per generated position
 
     def _started(self, *_: Any) -> None:
         synchronize(self.device)
@@ -84,11 +90,17 @@ class EncoderClock:
     def _finished(self, *_: Any) -> None:
         synchronize(self.device)
         self.seconds += time.perf_counter() - self._t0
+        self.windows += 1
+
+    def _decoder_step(self, *_: Any) -> None:
+        self.steps += 1
 
     def __enter__(self) -> EncoderClock:
         # A model reused by later trials carries none of ours.
         self._hooks = [self.encoder.register_forward_pre_hook(self._started),
                        self.encoder.register_forward_hook(self._finished)]
+        if self.decoder is not None:
+            self._hooks.append(self.decoder.register_forward_pre_hook(self._decoder_step))
         return self
 
     def __exit__(self, *_: Any) -> None:
@@ -128,7 +140,7 @@ def run_pass(transcriber: Transcriber, utterances: Sequence[Utterance], batch_si
         for u, text in zip(batch, texts):
             result.texts[u.utt_id] = text
             result.seconds[u.utt_id] = times.total_s / len(batch)
-        for name in ("features_s", "encode_s", "decode_s"):
+        for name in ("features_s", "encode_s", "decode_s", "encoder_windows", "decoded_tokens"):
             setattr(result.stages, name, getattr(result.stages, name) + getattr(times, name))
         for name, seconds in times.runtime.items():
             result.stages.runtime[name] = result.stages.runtime.get(name, 0.0) + seconds
@@ -213,6 +225,9 @@ def evaluate(
         "batch_size": config.batch_size,
         "num_beams": config.num_beams,
         "batch_changed_transcripts": changed,
+        # (issue 9) at batch 1, as the analytic costs assume
+        "encoder_windows": batch1[0].stages.encoder_windows,
+        "decoded_tokens": batch1[0].stages.decoded_tokens,
     }
     return Evaluation(columns, rows)
 

@@ -17,8 +17,10 @@ from typing import Any
 
 import torch
 
+from workers.costs import cost_columns
 from workers.datasets import DatasetConfig, Utterance, load_utterances
 from workers.device import Device
+from workers.drift import Reference, drift_columns, reference
 from workers.evaluate import EvalConfig, Transcriber, run_pass, serialized_bytes
 from workers.hardware import Hardware
 from workers.isolation import run_isolated
@@ -110,6 +112,8 @@ class WorkerCache:
     # The last deployable: trials of one quantization on several datasets quantize once (one kept, for memory).
     last_quantized: tuple[tuple, Quantized] | None = None
     model_loads: int = 0
+    # (issue 9) the float model's greedy ids and log-probs per (model, dataset, eval settings), for KL
+    references: dict[tuple, Reference] = field(default_factory=dict)
 
     def model(self, config: ModelConfig) -> tuple[LoadedModel, bool]:
         reused = config in self.models
@@ -130,6 +134,13 @@ class WorkerCache:
         model = quantize()
         self.last_quantized = (key, Quantized(model, time.perf_counter() - started, allocated_before))
         return self.last_quantized[1], False
+
+    def reference(self, trial: Trial, loaded: LoadedModel) -> Reference:
+        key = (trial.model, trial.dataset, trial.eval)
+        if key not in self.references:
+            self.references[key] = reference(loaded.family, loaded.model, loaded.processor,
+                                             self.utterances(trial.dataset), trial.eval, trial.dataset.language)
+        return self.references[key]
 
     def utterances(self, config: DatasetConfig) -> list[Utterance]:
         if config not in self.datasets:
@@ -220,6 +231,15 @@ def _measure(trial: Trial, hardware: Hardware, cache: WorkerCache, row: dict[str
         model_mem_bytes=model_mem_bytes(deployable.model) if isinstance(deployable, QuantizedModel) else None,
     )
     row["size_reduction"] = 1 - row["model_size_bytes"] / row["baseline_size_bytes"]
+    if isinstance(deployable, QuantizedModel):
+        # (issue 9) drift from the float model and the analytic costs, after (and outside) the measured passes
+        row["calibrate_s"] = deployable.calibrate_s
+        row.update(drift_columns(cache.reference(trial, loaded), loaded.family, deployable.model,
+                                 loaded.processor, utterances))
+        row.update(cost_columns(loaded.family, loaded.model, deployable, trial.quantization.describe(),
+                                trial.quantization.modules, row.get("encoder_windows"), row.get("decoded_tokens")))
+    else:
+        row["kl_null_reason"] = f"the {runtime.name} runtime exposes no logits to compare"
     return evaluation.utterance_rows
 
 
@@ -277,19 +297,24 @@ def _quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: li
         return build_artifact(quantizer, loaded)
     assert isinstance(quantizer, Quantizer)
     model = copy.deepcopy(loaded.model).to(device.torch_device)
-    calibrate = _calibrator(trial, device, loaded, model, calibration) if calibration is not None else None
-    return quantizer.quantize(model, device, calibrate)
+    spent: list[float] = []
+    calibrate = _calibrator(trial, device, loaded, model, calibration, spent) if calibration is not None else None
+    quantized = quantizer.quantize(model, device, calibrate)
+    quantized.calibrate_s = sum(spent) if spent else None
+    return quantized
 
 
 def _calibrator(trial: Trial, device: Device, loaded: LoadedModel, model: torch.nn.Module,
-                calibration: list[Utterance]) -> Calibrate:
+                calibration: list[Utterance], spent: list[float]) -> Calibrate:
     """Runs the model being quantized over the calibration split (never the evaluation audio)."""
     transcriber = FAMILIES[loaded.family].transcriber(model, loaded.processor, device.torch_device,
                                                       trial.eval, trial.calibration.language)
     clips = [u for u in calibration if u.audio is not None]
 
     def calibrate(m: torch.nn.Module) -> None:
+        started = time.perf_counter()
         transcriber.use(m)
         run_pass(transcriber, clips, trial.eval.batch_size)
+        spent.append(time.perf_counter() - started)
 
     return calibrate

@@ -68,13 +68,15 @@ class MoonshineTranscriber:
         synchronize(self.device)
         times.features_s = time.perf_counter() - started
         started = time.perf_counter()
-        with EncoderClock(self.model.get_encoder(), self.device) as encoder, torch.no_grad():
+        clock = EncoderClock(self.model.get_encoder(), self.device, self.model.get_decoder())
+        with clock as encoder, torch.no_grad():
             ids = self.model.generate(values, attention_mask=mask, num_beams=self.config.num_beams,
                                       max_new_tokens=max(limit, 1))
             synchronize(self.device)
         generate_s = time.perf_counter() - started
         times.encode_s = encoder.seconds
         times.decode_s = generate_s - encoder.seconds
+        times.encoder_windows, times.decoded_tokens = encoder.windows * len(audios), encoder.steps * len(audios)
         texts = iter(t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True))
         return [" ".join(t for t in (next(texts) for _ in c) if t) for c in cut], times
 

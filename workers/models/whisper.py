@@ -58,12 +58,14 @@ class WhisperTranscriber:
         synchronize(self.device)
         times.features_s = time.perf_counter() - started
         started = time.perf_counter()
-        with EncoderClock(self.model.get_encoder(), self.device) as encoder, torch.no_grad():
+        clock = EncoderClock(self.model.get_encoder(), self.device, self.model.get_decoder())
+        with clock as encoder, torch.no_grad():
             ids = self.model.generate(features, **self.generate_kwargs, **extra)
             synchronize(self.device)
         generate_s = time.perf_counter() - started
         times.encode_s = encoder.seconds
         times.decode_s = generate_s - encoder.seconds
+        times.encoder_windows, times.decoded_tokens = encoder.windows * len(audios), encoder.steps * len(audios)
         texts = self.processor.batch_decode(ids, skip_special_tokens=True)
         return [t.strip() for t in texts], times
 

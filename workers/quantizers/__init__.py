@@ -12,6 +12,7 @@ from workers.quantizers.ctranslate2 import CTranslate2Exporter
 from workers.quantizers.ggml import GgmlExporter
 from workers.quantizers.hqq import HqqQuantizer
 from workers.quantizers.none import NoneQuantizer
+from workers.quantizers.ptq import PtqQuantizer
 from workers.quantizers.quanto import QuantoQuantizer
 from workers.quantizers.torch_dynamic import TorchQuantizer
 from workers.quantizers.torchao import TorchaoQuantizer
@@ -20,7 +21,7 @@ from workers.quantizers.torchao import TorchaoQuantizer
 QUANTIZERS: dict[str, type[Library]] = {
     q.library: q
     for q in (NoneQuantizer, TorchQuantizer, TorchaoQuantizer, HqqQuantizer, BnbQuantizer, QuantoQuantizer,
-              GgmlExporter, CTranslate2Exporter)
+              PtqQuantizer, GgmlExporter, CTranslate2Exporter)
 }
 
 

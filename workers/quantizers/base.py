@@ -64,6 +64,16 @@ class Description:
     group_size: int | None = None
     dynamic: bool | None = None  # activation scales at run time (True) or from calibration (False)
     compute_dtype: str = "float32"
+    simulated: bool | None = None  # (issue 9) values rounded to the grid but stored and computed in float32
+
+
+@dataclass(frozen=True)
+class LayerBits:
+    """(issue 9) The bits one layer was quantized to, for the analytic size, BOPs and memory I/O."""
+
+    weight_bits: int
+    act_bits: int  # 32 where activations stay float
+    overhead_bits: int  # scales and zero points the packed layer stores
 
 
 @dataclass
@@ -75,6 +85,8 @@ class QuantizedModel:
     quantized_modules: int
     quantized_params: int  # parameters of the original layers that were quantized
     total_params: int
+    layer_bits: dict[str, LayerBits] | None = None  # (issue 9) per layer name; None: read from the description
+    calibrate_s: float | None = None  # (issue 9) seconds of the calibration pass(es), part of quantize_s
 
 
 @dataclass

@@ -1,0 +1,247 @@
+"""Calibrated PTQ on real tiny.en and the samples, KL/top-1 drift from fp32, and the analytic costs by hand."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from results.queries import connect
+from results.schema import table_from_rows
+from results.store import Store
+from results.tables import megabytes, number, seed003, tera
+from sweep.plan import expand
+from sweep.spec import SpecError, parse_spec
+from workers.costs import Site, analytic_size_bytes, costs, whisper_sites
+from workers.device import Device
+from workers.drift import drift_columns
+from workers.hardware import probe
+from workers.quantizers.base import LayerBits, Modules, selected_linears
+from workers.quantizers.ptq import PtqConfig, PtqQuantizer
+from workers.quantizers.ptq.gptq import gptq
+from workers.quantizers.ptq.grid import Grid
+from workers.trial import Trial, TrialOutcome, WorkerCache, _quantize, run_trial
+
+CPU = Device("x86-cpu")
+SPEC = {
+    "sweep": "ptq",
+    "models": [{"name": "whisper-tiny.en", "packaged": "whisper-tiny.en"}],
+    "quantization": [
+        {"library": "none"},
+        *({"library": "ptq", "method": "rtn", "weight_bits": bits} for bits in (8, 4, 3)),
+        # ASR decoders emit few tokens: on 6 clips the decoder Hessians (~100 rows for 384..1536 inputs) are
+        # rank-deficient and GPTQ overfits them; the whole split (27 clips) and 0.1 damping keep it honest.
+        {"library": "ptq", "method": "gptq", "weight_bits": 4, "calibration_utterances": 27, "damping": 0.1},
+        {"library": "ptq", "method": "smoothquant", "weight_bits": 8, "act_bits": 8, "calibration_utterances": 6},
+    ],
+    "datasets": [{"name": "samples", "source": "samples"}],
+    # A deterministic 6 of the 14 clips and at most 40 tokens each keep the passes short.
+    "eval": {"max_utterances": 6, "max_new_tokens": 40, "warmup_utterances": 0},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # On this 2-core VM each small op pays milliseconds to wake a second thread; one thread is faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trials() -> dict[str, Trial]:
+    return {t.quantization.label(): t for t in expand(parse_spec(SPEC), "x86-cpu").trials}
+
+
+@pytest.fixture(scope="module")
+def cache() -> WorkerCache:
+    return WorkerCache()
+
+
+@pytest.fixture(scope="module")
+def outcomes(trials: dict[str, Trial], cache: WorkerCache) -> dict[str, TrialOutcome]:
+    """fp32 and SmoothQuant W8A8 run as whole trials, through the worker's cache."""
+    hardware = probe()
+    return {label: run_trial(trials[label], hardware, cache, exclusive=False)
+            for label in ("fp32", "ptq-smoothquant-w8a8-g128")}
+
+
+@pytest.fixture(scope="module")
+def rows(outcomes: dict[str, TrialOutcome]) -> dict[str, dict]:
+    return {label: outcome.row for label, outcome in outcomes.items()}
+
+
+KL: dict[str, float] = {}  # per quantization label: two tests compare against RTN W4
+
+
+def kl(trial: Trial, cache: WorkerCache) -> float:
+    """KL of a quantization (done as a trial does it) against the cached float reference."""
+    label = trial.quantization.label()
+    if label not in KL:
+        KL[label] = _kl(trial, cache)
+    return KL[label]
+
+
+def _kl(trial: Trial, cache: WorkerCache) -> float:
+    loaded, _ = cache.model(trial.model)
+    calibration = cache.utterances(trial.calibration) if trial.calibration else None
+    quantized = _quantize(trial, CPU, loaded, calibration)
+    utterances = cache.utterances(trial.dataset)
+    return drift_columns(cache.reference(trial, loaded), "whisper", quantized.model, loaded.processor,
+                         utterances)["kl_to_baseline"]
+
+
+def test_fp32_against_itself_has_no_drift_and_rows_carry_the_new_columns(rows: dict[str, dict],
+                                                                          cache: WorkerCache) -> None:
+    fp32, smooth = rows["fp32"], rows["ptq-smoothquant-w8a8-g128"]
+    assert fp32["status"] == "ok", fp32.get("error")
+    assert smooth["status"] == "ok", smooth.get("error")
+    assert fp32["kl_to_baseline"] == 0 and fp32["top1_agreement"] == 1 and fp32["kl_tokens"] > 6
+    assert len(cache.references) == 1  # the float reference is computed once per worker, for both trials
+    assert 0 < smooth["kl_to_baseline"] < 0.5 and smooth["top1_agreement"] > 0.9
+    assert smooth["simulated"] is True and fp32["simulated"] is None
+    assert smooth["calibration_dataset"] == "samples-calibration" and smooth["calibrate_s"] > 0
+    assert fp32["calibrate_s"] is None and smooth["quantize_s"] > smooth["calibrate_s"]
+    # Tokens actually decoded: at least one per utterance, at most the cap each; one window per clip.
+    assert 6 < fp32["decoded_tokens"] <= 6 * 40 and fp32["encoder_windows"] == 6
+    # W8A8 Linears cost 1/16 of fp32's bit operations; the float convolutions keep the total above that.
+    assert fp32["bops"] / 16 < smooth["bops"] < fp32["bops"] / 5
+    # proj_out stays fp32 and is re-read per token: it dominates memory I/O either way.
+    assert smooth["mem_io_bytes"] < fp32["mem_io_bytes"]
+    assert abs(fp32["analytic_size_bytes"] - fp32["model_size_bytes"]) < 0.01 * fp32["model_size_bytes"]
+    loaded, _ = cache.model(parse_spec(SPEC).models[0])
+    layers = [layer for _, layer in selected_linears(loaded.model, Modules())]
+    packed_bits = (8 * fp32["analytic_size_bytes"] - sum(24 * layer.weight.numel() for layer in layers)
+                   + sum(16 * layer.out_features * layer.in_features // 128 for layer in layers))  # fp16 scales
+    assert smooth["analytic_size_bytes"] == packed_bits // 8
+    assert table_from_rows("trials", [fp32, smooth]).num_rows == 2
+
+
+def test_smoothquant_w8a8_stays_within_two_wer_points_of_fp32(rows: dict[str, dict]) -> None:
+    fp32, smooth = rows["fp32"], rows["ptq-smoothquant-w8a8-g128"]
+    assert smooth["wer"] - fp32["wer"] <= 0.02, (smooth["wer"], fp32["wer"])
+
+
+def test_seed003_table_shows_bits_drift_and_analytic_costs(outcomes: dict[str, TrialOutcome], tmp_path) -> None:
+    store = Store(str(tmp_path / "results"))
+    for outcome in outcomes.values():
+        store.write_trial("ptq", outcome.row["trial_id"], outcome.row, outcome.utterances)
+    [table] = seed003(connect(store), "ptq")
+    assert table.human_columns[:3] == ["method", "W", "A"]
+    fp32, smooth = (dict(zip(table.human_columns, cells)) for cells in table.human_rows)
+    assert fp32["method"] == "fp32" and fp32["ΔWER"] == "baseline" and fp32["W"] == "float"
+    row = outcomes["ptq-smoothquant-w8a8-g128"].row
+    assert smooth["method"] == "ptq-smoothquant-w8a8-g128 *" and (smooth["W"], smooth["A"]) == ("8", "8")
+    assert smooth["KL"] == number(row["kl_to_baseline"], 4) and smooth["BOPs"] == tera(row["bops"])
+    assert smooth["memory I/O"] == megabytes(row["mem_io_bytes"])
+    assert smooth["size (packed)"] == megabytes(row["analytic_size_bytes"])
+
+
+def test_kl_grows_as_rtn_bits_fall(trials: dict[str, Trial], cache: WorkerCache) -> None:
+    w8, w4, w3 = (kl(trials[f"ptq-rtn-w{b}-g128"], cache) for b in (8, 4, 3))
+    assert 0 < w8 < w4 < w3, (w8, w4, w3)
+
+
+def test_gptq_w4_drifts_less_than_rtn_w4(trials: dict[str, Trial], cache: WorkerCache) -> None:
+    assert trials["ptq-gptq-w4-g128"].calibration is not None and trials["ptq-rtn-w4-g128"].calibration is None
+    assert kl(trials["ptq-gptq-w4-g128"], cache) < kl(trials["ptq-rtn-w4-g128"], cache)
+
+
+def test_gptq_matches_llmcompressor_on_one_layer() -> None:
+    """Our GPTQ against llmcompressor's `quantize_weight` (the field's toolkit) on one random layer."""
+    from compressed_tensors.quantization import QuantizationArgs
+    from llmcompressor.modifiers.gptq.gptq_quantize import quantize_weight
+
+    torch.manual_seed(0)
+    weight = torch.randn(64, 96)
+    x = torch.randn(512, 16) @ torch.randn(16, 96) + 0.1 * torch.randn(512, 96)  # correlated inputs, as in a model
+    hessian = (x.T @ x).double()
+    grid = Grid(4, None, symmetric=True)
+    ours = gptq(weight, hessian, grid, damping=0.01, act_order=False)
+    scale, zero = grid.params(weight)
+    args = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="channel")
+    theirs, _, _ = quantize_weight(weight[None].clone(), (2 / len(x) * hessian).float()[None], scale[None], zero[None].int(),
+                                   None, args, blocksize=128, percdamp=0.01)
+    # The same integer on every weight (the float products may differ in the last bit: fp64 here, fp32 there).
+    assert torch.equal(torch.round(ours / scale), torch.round(theirs[0] / scale))
+    assert torch.allclose(ours, theirs[0], rtol=1e-6, atol=1e-7)
+    rtn = grid.quantize(weight)
+    assert ((x @ (ours - weight).T) ** 2).sum() < 0.8 * ((x @ (rtn - weight).T) ** 2).sum()
+
+
+def test_costs_of_two_layers_by_hand() -> None:
+    model = nn.Sequential()
+    model.add_module("enc", nn.Linear(4, 3))  # runs over 5 positions per window
+    model.add_module("dec", nn.Linear(3, 2, bias=False))  # runs once per decoded token
+    sites = {"enc": Site(per_window=5), "dec": Site()}
+    bits = {"enc": LayerBits(weight_bits=4, act_bits=8, overhead_bits=3 * 16)}  # dec stays at 32/32
+    windows, tokens = 2, 7
+    got = costs(model, sites, bits, float_bits=32, windows=windows, tokens=tokens)
+    enc_macs, dec_macs = 2 * 5 * 4 * 3, 7 * 3 * 2
+    assert got["bops"] == enc_macs * 4 * 8 + dec_macs * 32 * 32
+    enc_weights_bits = 12 * 4 + 48 + 3 * 32  # weights, one fp16 scale per output row, fp32 bias
+    enc_acts_bits = 2 * 5 * (4 + 3) * 8
+    dec_weights_bits, dec_acts_bits = 6 * 32, 7 * (3 + 2) * 32
+    assert got["mem_io_bytes"] == (2 * enc_weights_bits + enc_acts_bits + 7 * dec_weights_bits + dec_acts_bits) // 8
+    assert analytic_size_bytes(model, bits, 32) == (12 * 4 + 48 + 3 * 32 + 6 * 32) // 8
+
+
+def test_whisper_sites_run_cross_attention_keys_per_window(cache: WorkerCache) -> None:
+    loaded, _ = cache.model(parse_spec(SPEC).models[0])
+    sites = whisper_sites(loaded.model)
+    assert sites["model.encoder.conv1"].per_window == 3000 and sites["model.encoder.conv2"].per_window == 1500
+    assert sites["model.encoder.layers.0.fc1"].per_window == 1500
+    assert sites["model.decoder.layers.0.encoder_attn.k_proj"].per_window == 1500
+    assert sites["model.decoder.layers.0.encoder_attn.q_proj"].per_window == 0
+    assert sites["model.decoder.layers.0.fc1"].per_window == 0 and sites["proj_out"].per_window == 0
+
+
+def test_hadamard_rotation_is_exact_in_float() -> None:
+    """With 8-bit weights and 16-bit activations the rotated layer computes what the float one did."""
+    torch.manual_seed(0)
+    layer = nn.Linear(384, 8)  # 384 = 12·32: Paley's order-12 matrix times Sylvester's
+    x = torch.randn(4, 384)
+    model = nn.Sequential(copy.deepcopy(layer))
+    PtqQuantizer(PtqConfig(method="hadamard", weight_bits=8, act_bits=16)).quantize(model, CPU)
+    assert torch.allclose(model(x), layer(x), atol=0.02)
+    assert not torch.equal(model(x), layer(x))
+
+
+def test_smoothquant_and_awq_beat_rtn_where_one_channel_is_an_outlier() -> None:
+    torch.manual_seed(0)
+    float_model = nn.Sequential(nn.LayerNorm(64), nn.Linear(64, 32))
+    with torch.no_grad():
+        float_model[0].weight[3] = 30.0  # one activation channel far larger than the rest
+    x = torch.randn(256, 64)
+    with torch.no_grad():
+        target = float_model(x)
+
+    def error(**knobs: object) -> float:
+        model = copy.deepcopy(float_model)
+        PtqQuantizer(PtqConfig(**knobs)).quantize(model, CPU, lambda m: m(x))
+        with torch.no_grad():
+            return float(((model(x) - target) ** 2).mean())
+
+    per_channel = {"weight_bits": 8, "act_bits": 8, "granularity": "per-channel"}
+    assert error(method="smoothquant", **per_channel) < 0.5 * error(method="rtn", **per_channel)
+    assert error(method="awq", weight_bits=3, group_size=32) < error(method="rtn", weight_bits=3, group_size=32)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"method": "rtn", "damping": 0.1}, "damping: only for method gptq or hadamard, not rtn"),
+    ({"method": "gptq", "alpha": 0.5}, "alpha: only for method awq or smoothquant"),
+    ({"granularity": "per-channel", "group_size": 64}, "group_size: only with granularity per-group"),
+    ({"weight_bits": 1}, "weight_bits"),
+    ({"act_bits": 2}, "act_bits"),
+])
+def test_rejects_knobs_that_do_not_apply(spec: dict, message: str) -> None:
+    bad = copy.deepcopy(SPEC) | {"quantization": [{"library": "ptq", **spec}]}
+    with pytest.raises(SpecError, match=message):
+        parse_spec(bad)
+
+
+def test_unsupported_combination_is_a_reason_not_a_crash() -> None:
+    reason = PtqQuantizer(PtqConfig(method="gptq")).supports(Device("apple", "mps", simulated=True))
+    assert "MPS" in reason

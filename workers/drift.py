@@ -1,0 +1,109 @@
+"""Drift room: how far a quantized model's next-token distributions are from its float model's (KL, top-1).
+
+The float model transcribes each utterance greedily once per worker (its `Reference`); every quantized
+model is then teacher-forced on those token ids, so both predict the same positions from the same history.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from workers.datasets import Utterance
+from workers.evaluate import SAMPLING_RATE, EvalConfig
+from workers.models.whisper import WINDOW_S
+
+
+class TeacherForcing(Protocol):
+    """A family's hook: greedy ids of the float model, and log-probs of any model forced along them."""
+
+    def greedy(self, model: nn.Module, processor: Any, audio: np.ndarray, config: EvalConfig,
+               language: str) -> tuple[torch.Tensor, int]:
+        """(decoder ids with the prompt, how many of the last ones the model generated)."""
+
+    def log_probs(self, model: nn.Module, processor: Any, audio: np.ndarray, ids: torch.Tensor,
+                  generated: int) -> torch.Tensor:
+        """(generated, vocab) log-probabilities the model gives each generated position, teacher-forced."""
+
+
+class WhisperForcing:
+    def greedy(self, model: nn.Module, processor: Any, audio: np.ndarray, config: EvalConfig,
+               language: str) -> tuple[torch.Tensor, int]:
+        from workers.models.whisper import WhisperTranscriber
+
+        # The transcriber's own generate arguments (prompt, language, token limit), greedy.
+        kwargs = WhisperTranscriber(model, processor, "cpu", config, language).generate_kwargs | {"num_beams": 1}
+        steps = [0]
+        hook = model.get_decoder().register_forward_pre_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
+        try:
+            out = model.generate(self._features(model, processor, audio), return_dict_in_generate=True, **kwargs)
+        finally:
+            hook.remove()
+        return out.sequences[0].cpu(), steps[0]
+
+    def log_probs(self, model: nn.Module, processor: Any, audio: np.ndarray, ids: torch.Tensor,
+                  generated: int) -> torch.Tensor:
+        device = model.get_encoder().conv1.weight.device
+        logits = model(input_features=self._features(model, processor, audio),
+                       decoder_input_ids=ids[None, :-1].to(device)).logits[0, -generated:]
+        return torch.log_softmax(logits.float(), dim=-1).cpu()
+
+    def _features(self, model: nn.Module, processor: Any, audio: np.ndarray) -> torch.Tensor:
+        conv = model.get_encoder().conv1.weight
+        features = processor.feature_extractor([audio], sampling_rate=SAMPLING_RATE, return_tensors="pt")
+        return features.input_features.to(conv.device, conv.dtype)
+
+
+# One entry per family whose models expose next-token logits; issue 10's families add theirs here.
+TEACHER_FORCING: dict[str, TeacherForcing] = {"whisper": WhisperForcing()}
+
+
+@dataclass
+class Reference:
+    """The float model's greedy ids and log-probs per utterance (utterances over one window are left out)."""
+
+    ids: dict[str, torch.Tensor] = field(default_factory=dict)
+    log_probs: dict[str, torch.Tensor] = field(default_factory=dict)
+    reason: str | None = None  # why there is nothing to compare against, where that is so
+
+
+def reference(family: str, model: nn.Module, processor: Any, utterances: Sequence[Utterance], config: EvalConfig,
+              language: str) -> Reference:
+    forcing = TEACHER_FORCING.get(family)
+    if forcing is None:
+        return Reference(reason=f"family {family} has no teacher-forcing hook for next-token logits")
+    ref = Reference()
+    with torch.no_grad():
+        for u in utterances:
+            if u.audio is None or len(u.audio) > WINDOW_S * SAMPLING_RATE:
+                continue  # long-form output is stitched from windows; its positions are not one sequence
+            ids, generated = forcing.greedy(model, processor, u.audio, config, language)
+            if generated:
+                ref.ids[u.utt_id] = ids
+                ref.log_probs[u.utt_id] = forcing.log_probs(model, processor, u.audio, ids, generated)
+    if not ref.ids:
+        ref.reason = "no utterance of one window with decoded tokens to compare on"
+    return ref
+
+
+def drift_columns(ref: Reference, family: str, model: nn.Module | None, processor: Any,
+                  utterances: Sequence[Utterance]) -> dict[str, Any]:
+    """kl_to_baseline (mean per-token KL(float ‖ quantized), nats), top1_agreement, kl_tokens; NULL with reason."""
+    if ref.reason or model is None:
+        return {"kl_null_reason": ref.reason or "the runtime exposes no logits"}
+    forcing = TEACHER_FORCING[family]
+    kl_sum, agree, tokens = 0.0, 0, 0
+    with torch.no_grad():
+        for u in utterances:
+            if u.utt_id not in ref.ids:
+                continue
+            p_log = ref.log_probs[u.utt_id]
+            q_log = forcing.log_probs(model, processor, u.audio, ref.ids[u.utt_id], len(p_log))
+            kl_sum += float((p_log.exp() * (p_log - q_log)).sum())
+            agree += int((p_log.argmax(-1) == q_log.argmax(-1)).sum())
+            tokens += len(p_log)
+    return {"kl_to_baseline": kl_sum / tokens, "top1_agreement": agree / tokens, "kl_tokens": tokens}
