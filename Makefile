@@ -53,7 +53,7 @@ demo: setup
 	$(VENV)/bin/quantsweep run sweeps/demo.yaml
 
 test: system-packages setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 bench: setup
 	$(PY) benchmarks/harness_throughput.py
