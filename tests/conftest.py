@@ -48,3 +48,14 @@ def cpu_hog() -> Iterator[None]:
     for hog in hogs:
         hog.kill()
         hog.wait()
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """torch on one thread for a module of small ops: on a 2-core VM each op pays milliseconds to wake another."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -45,13 +45,7 @@ CPU_SPECS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On this 2-core VM each small op pays milliseconds to wake a second thread; one thread is far faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small ops, one thread
 
 
 @pytest.fixture(scope="module")
