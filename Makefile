@@ -53,7 +53,8 @@ demo: setup
 	$(VENV)/bin/quantsweep run sweeps/demo.yaml
 
 test: system-packages setup
-	$(PY) -m pytest -q --durations=25
+	# two workers, one test file each at a time: much of a sweep test waits on Ray and child processes
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 bench: setup
 	$(PY) benchmarks/harness_throughput.py

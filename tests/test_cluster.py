@@ -95,7 +95,7 @@ KILL_MOMENTS = ("before any runner on it started", "mid-trial", "at the end of t
 def test_node_killed_at_any_moment_never_ends_the_driver(cluster: str, tmp_path: Path, cpu_hog: None) -> None:
     """kill -9 of an x86 node before its runner started, mid-trial and as the last trials finish: every run
     exits 0 with every trial exactly once (raw files and rows, not the de-duplicating view)."""
-    trials = 8
+    trials = 6
     quantization = [{"library": "probe", "name": f"t{i}", "sleep_s": 0.4} for i in range(trials)]
     for moment in KILL_MOMENTS:
         victim = add_local_node("x86-cpu")
