@@ -20,10 +20,12 @@ def test_model_mem_bytes_counts_every_storage_once() -> None:
 
 
 def test_model_mem_bytes_sees_packed_int8_weights() -> None:
-    fp32 = nn.Sequential(nn.Linear(64, 32))
+    fp32 = nn.Sequential(*(nn.Linear(64, 32) for _ in range(8)))
     int8 = torch.ao.quantization.quantize_dynamic(fp32, {nn.Linear}, dtype=torch.qint8)
-    # packed weights are not parameters: counted from the state dict, 1 byte per weight plus the fp32 bias
-    assert 64 * 32 + 32 * 4 <= model_mem_bytes(int8) < model_mem_bytes(fp32) == (64 * 32 + 32) * 4
+    # packed weights are not parameters: counted from the state dict, 1 byte per weight plus the fp32 bias,
+    # and its output scale and zero point, every layer its own (the int8 copies are temporaries that must not be
+    # mistaken for one another)
+    assert model_mem_bytes(int8) == 8 * (64 * 32 + 32 * 4 + 4 + 8) and model_mem_bytes(fp32) == 8 * (64 * 32 + 32) * 4
 
 
 @pytest.fixture(scope="module")

@@ -117,6 +117,7 @@ def model_mem_bytes(model: nn.Module) -> int:
     buffers live there, and tied weights (Whisper's proj_out) share one storage that is counted once.
     """
     seen: set[tuple[str, int]] = set()
+    alive: list[torch.Tensor] = []  # a freed temporary's address could come back and read as "seen"
     total = 0
     for value in model.state_dict(keep_vars=True).values():
         tensors = [value] if isinstance(value, torch.Tensor) else [v for v in _flatten(value) if isinstance(v, torch.Tensor)]
@@ -124,6 +125,7 @@ def model_mem_bytes(model: nn.Module) -> int:
             for inner in _tensor_storages(tensor):
                 if inner.is_quantized:
                     inner = inner.int_repr()  # per-channel scales are small beside the int8 values
+                alive.append(inner)
                 storage = inner.untyped_storage()
                 key = (str(inner.device), storage.data_ptr())
                 if key not in seen:
