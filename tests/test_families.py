@@ -161,7 +161,8 @@ def test_moonshine_cuts_long_audio_in_its_quiet_gaps(long_speech: Utterance) -> 
 
 
 def test_families_run_a_real_sweep_from_local_checkpoints(checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    """Four families' checkpoints x fp32 and two quantizers x two hub-layout datasets, through the CLI."""
+    """Three checkpoints (CTC wav2vec2 and Parakeet, Moonshine) x fp32 and two quantizers x two hub-layout
+    datasets, through the CLI. (HuBERT's checkpoint is the wav2vec2 layout: its family is read in the test above.)"""
     import datasets
 
     for split_name, clips in (("clean", CARDS[:2]), ("other", CARDS[2:4])):
@@ -173,7 +174,7 @@ def test_families_run_a_real_sweep_from_local_checkpoints(checkpoints: dict[str,
             str(folder / "test-00000-of-00001.parquet"))
     spec = write_spec(tmp_path / "families.yaml", {
         "sweep": "families",
-        "models": [{"name": name, "local": str(path)} for name, path in checkpoints.items()],
+        "models": [{"name": name, "local": str(path)} for name, path in checkpoints.items() if name != "hubert"],
         "quantization": [{"library": "none"}, {"library": "torch", "scheme": "dynamic-int8"},
                          {"library": "hqq", "weight_bits": 4, "group_size": 64}],
         "datasets": [{"name": "librispeech-test-clean", "source": "hf", "path": str(tmp_path / "clean"), "split": "test"},
@@ -187,23 +188,23 @@ def test_families_run_a_real_sweep_from_local_checkpoints(checkpoints: dict[str,
     con = connect(Store(str(results)))
     rows = con.execute("SELECT model, family, quantization, dataset, status, error, n_utterances, quantized_modules,"
                        " encode_s, decode_s, config FROM trials ORDER BY ALL").fetchall()
-    assert len(rows) == 4 * 3 * 2
+    assert len(rows) == 3 * 3 * 2
     assert all(r[4] == "ok" for r in rows), [(r[0], r[2], r[5]) for r in rows if r[4] != "ok"]
-    assert {r[0]: r[1] for r in rows} == {"wav2vec2": "ctc", "hubert": "ctc", "parakeet": "ctc",
-                                          "moonshine": "moonshine"}
+    assert {r[0]: r[1] for r in rows} == {"wav2vec2": "ctc", "parakeet": "ctc", "moonshine": "moonshine"}
     assert all(r[6] == 2 and r[8] > 0 and r[9] > 0 for r in rows)
     quantized = {(r[0], r[2]): r[7] for r in rows}
-    assert all(quantized[(m, q)] > 0 for m in checkpoints for q in ("torch-dynamic-int8", "hqq-w4-g64"))
+    assert all(quantized[(m, q)] > 0 for m in ("wav2vec2", "parakeet", "moonshine")
+               for q in ("torch-dynamic-int8", "hqq-w4-g64"))
     # Default exclusions are the family's: Moonshine keeps its tied proj_out, CTC heads are quantized.
     excludes = {r[0]: json.loads(r[10])["quantization"]["modules"]["exclude"] for r in rows if r[2] == "hqq-w4-g64"}
-    assert excludes == {"wav2vec2": [], "hubert": [], "parakeet": [], "moonshine": ["proj_out"]}
+    assert excludes == {"wav2vec2": [], "parakeet": [], "moonshine": ["proj_out"]}
     assert quantized[("wav2vec2", "hqq-w4-g64")] == 2 * 6 + 2  # 6 Linear per layer, feature projection, lm_head
     normalizers = con.execute("SELECT dataset, list(DISTINCT normalizer) FROM trials GROUP BY ALL ORDER BY ALL").fetchall()
     # The sweep's normaliser, except where a dataset names its own.
     assert [(d, n[0]) for d, n in normalizers] == [
         ("librispeech-test-clean", normalizer_version("whisper-english")), ("librispeech-test-other", "basic")]
     hypotheses = con.execute("SELECT count(*) FILTER (hypothesis IS NOT NULL), count(*) FROM utterances").fetchall()[0]
-    assert hypotheses == (4 * 3 * 2 * 2, 4 * 3 * 2 * 2)
+    assert hypotheses == (3 * 3 * 2 * 2, 3 * 3 * 2 * 2)
 
     [table] = [t for t in seed_table(con, "families") if t.title.startswith("wav2vec2")]
     assert table.columns[3:7] == ["wer.librispeech-test-clean", "wer.librispeech-test-other",
