@@ -16,7 +16,7 @@ import torch
 from sweep.plan import expand
 from sweep.spec import parse_spec
 from workers.device import Device
-from workers.evaluate import _reset_rss_peak, _rss_peak
+from workers.memory import reset_rss_peak, rss_peak
 from workers.isolation import run_isolated
 from workers.trial import WorkerCache, _quantize
 
@@ -39,11 +39,11 @@ def measure(knobs: dict, clips: int, threads: int) -> dict:
     cache = WorkerCache()
     loaded, _ = cache.model(trial.model)
     calibration = cache.utterances(trial.calibration) if trial.calibration else None
-    _reset_rss_peak()
+    reset_rss_peak()
     started = time.perf_counter()
     quantized = _quantize(trial, Device("x86-cpu"), loaded, calibration)
     return {"calibrate_s": quantized.calibrate_s, "quantize_s": time.perf_counter() - started,
-            "peak_rss_bytes": _rss_peak(), "clips": len(calibration or [])}
+            "peak_rss_bytes": rss_peak(), "clips": len(calibration or [])}
 
 
 def main() -> None:
