@@ -59,13 +59,3 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-# The longest files start first, one in each of the two xdist workers (`make test`), while the short ones
-# fill in around them; in collection order the demo would start last and set the suite's length.
-SLOWEST_FIRST = ("test_demo_sweep.py", "test_cluster.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
