@@ -111,7 +111,6 @@ class WorkerCache:
     datasets: dict[DatasetConfig, list[Utterance]] = field(default_factory=dict)
     # The last deployable: trials of one quantization on several datasets quantize once (one kept, for memory).
     last_quantized: tuple[tuple, Quantized] | None = None
-    model_loads: int = 0
     # (issue 9) the float model's greedy ids and log-probs per (model, dataset, eval settings), for KL
     references: dict[tuple, Reference] = field(default_factory=dict)
 
@@ -119,7 +118,6 @@ class WorkerCache:
         reused = config in self.models
         if not reused:
             self.models[config] = load_model(config)
-            self.model_loads += 1
             self.baseline_bytes[config] = serialized_bytes(self.models[config].model)
         return self.models[config], reused
 
