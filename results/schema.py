@@ -9,7 +9,9 @@ import pyarrow as pa
 # `hypothesis_normalized` of utterances; for issue 9 the simulated-quantization flag, the analytic size,
 # BOPs, memory I/O, the decoded token and window counts, and the KL/top-1 drift from the float model. Readers take every older version: columns a file lacks read as
 # null (DuckDB union_by_name, pyarrow dataset schemas), so a v1 row is a v2 row without latency spread.
-SCHEMA_VERSION = 3
+# Version 4 (issue 13): the phase seconds and the NULL reasons of the measurements beside the floor; CPU
+# peak memory read inline around the timed passes by default (peak_mem_kind says which method).
+SCHEMA_VERSION = 4
 
 # Trial statuses: `ok` measured; `failed` raised (error holds type, message, traceback tail);
 # `unsupported` the library cannot run the scheme on the device (error holds the reason);
@@ -138,6 +140,15 @@ TRIALS = pa.schema(
         ("top1_agreement", pa.float64()),  # share of those tokens whose argmax agrees with the float model's
         ("kl_tokens", pa.int64()),  # tokens the KL is averaged over
         ("kl_null_reason", pa.string()),  # why kl_to_baseline is NULL
+        # (issue 13) the phases of a trial's wall (seconds): the floor is load (once per worker), quantize
+        # (once per trial, calibration included), warm-up and timed passes; the rest is measured beside it
+        ("warmup_s", pa.float64()),  # the untimed warm-up pass
+        ("timed_s", pa.float64()),  # wall of the timed passes (rtf is their compute seconds / audio seconds)
+        ("memory_s", pa.float64()),  # reading memory (inline: next to nothing; isolated: the child's pass)
+        ("drift_s", pa.float64()),  # the float reference (first trial of a node) and the teacher-forced pass
+        ("costs_s", pa.float64()),  # the analytic BOPs and memory I/O
+        ("peak_mem_null_reason", pa.string()),  # why peak_mem_bytes is NULL (off, unsupported, or failed)
+        ("cost_null_reason", pa.string()),  # why bops / mem_io_bytes are NULL
     ]
 )
 

@@ -12,6 +12,7 @@ from typing import Any
 from sweep.spec import Spec, SpecError
 from workers.datasets import DatasetConfig
 from workers.device import HW_CLASSES, Device
+from workers.evaluate import MEASUREMENT_CHOICES, EvalConfig
 from workers.models import ModelConfig
 from workers.models.families import ModelUnavailable, family_of, with_family_defaults
 from workers.quantizers import quantizer_for
@@ -74,10 +75,17 @@ def _excluded(spec: Spec, values: dict[str, str]) -> bool:
     return False
 
 
+def _unset_measurement_choices(config: EvalConfig) -> set[str]:
+    """What is measured beside the transcripts, at its default, stays out of the trial id (ids of sweeps planned
+    before these choices existed are unchanged, and resume finds their rows); a time limit never enters it."""
+    return {"trial_timeout_s"} | {name for name in MEASUREMENT_CHOICES
+                                  if getattr(config, name) == EvalConfig.model_fields[name].default}
+
+
 def expand(spec: Spec, local_class: str, present: list[str] | None = None, source: str = "<spec>") -> Plan:
     """The grid in run order (grouped by model so a worker reuses it), split into runnable and unsupported."""
     present = present if present is not None else [local_class]
-    eval_json = spec.eval.model_dump(mode="json")
+    eval_json = spec.eval.model_dump(mode="json", exclude=_unset_measurement_choices(spec.eval))
     models = [(m, m.model_dump(mode="json")) for m in _resolved_models(spec, str(source))]
     datasets = [
         (d, d.model_dump(mode="json"))

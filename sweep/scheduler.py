@@ -142,14 +142,15 @@ class TrialRunner:
         """Answers once the runner lives on its node: trials go only to runners that answered."""
         return self.node_id
 
-    def run(self, trial: Trial, attempt: int, results: str | None, cores_exclusive: bool) -> TrialOutcome:
+    def run(self, trial: Trial, attempt: int, results: str | None, cores_exclusive: bool,
+            runners_on_node: int) -> TrialOutcome:
         """Run and, given a results root this node can write, write the rows here and return only the trial row.
 
         Writing where the trial ran keeps the driver's cost per trial small and lets workers on other
         machines write to shared storage; the trial row still travels back for progress and the summary.
         """
         exclusive = self.own_gpu if self.hardware.gpu is not None else cores_exclusive
-        outcome = run_trial(trial, self.hardware, self.cache, exclusive=exclusive)
+        outcome = run_trial(trial, self.hardware, self.cache, exclusive=exclusive, runners_on_node=runners_on_node)
         outcome.row.update(node_id=self.node_id, attempt=attempt)
         if results is not None:
             Store(results).write_trial(trial.sweep, trial.trial_id, outcome.row, outcome.utterances)
@@ -167,6 +168,7 @@ class Runner:
     in_flight: int = 0
     ready: bool = False  # it answered `ready`: it lives on its node
     alive: bool = True
+    head_since: float = 0.0  # when the oldest trial it was given began running (monotonic seconds)
 
     @property
     def node_id(self) -> str:
@@ -229,6 +231,7 @@ class Dispatcher:
                 self._handle(done[0], self.pending.pop(done[0]))
             else:
                 self._drop_placements_on_dead_nodes()
+            self._end_overdue()
         self._close()
         self.summary.wall_s = time.perf_counter() - started
         return self.summary
@@ -252,12 +255,14 @@ class Dispatcher:
                 self._never_started(runner, exc)
             else:
                 runner.in_flight -= 1
+                runner.head_since = time.monotonic()
                 self._record_failure(call.trial, exc)
         else:
             if isinstance(call, Started):
                 runner.ready = True
             else:
                 runner.in_flight -= 1
+                runner.head_since = time.monotonic()  # the trial queued behind this one starts now
                 self._finished(call.trial, value)
         for r in self.runners:
             self._feed(r)
@@ -296,7 +301,9 @@ class Dispatcher:
             self.attempts[trial.trial_id] += 1
             results = self.store.root if runner.writes else None
             exclusive = cores_exclusive(runner.node, self._nodes())
-            ref = runner.handle.run.remote(trial, self.attempts[trial.trial_id], results, exclusive)
+            if not runner.in_flight:
+                runner.head_since = time.monotonic()
+            ref = runner.handle.run.remote(trial, self.attempts[trial.trial_id], results, exclusive, runner.node.tokens)
             self.pending[ref] = Running(runner, trial)
             runner.in_flight += 1
             runner.models.add(trial.model.name)
@@ -338,15 +345,7 @@ class Dispatcher:
         """The runner's process or node died mid-trial: retry the trial on a live runner of its target."""
         log.warning("trial %s lost its worker on node %s (%s)", trial.trial_id, runner.node_id[:8], type(exc).__name__)
         if runner.alive:
-            runner.alive = False
-            for ref, call in list(self.pending.items()):
-                if isinstance(call, Running) and call.runner is runner:
-                    # its queued trial dies with it; it was not the cause, so no attempt is charged
-                    del self.pending[ref]
-                    runner.in_flight -= 1
-                    self.attempts[call.trial.trial_id] -= 1
-                    self.queues[call.trial.hardware].appendleft(call.trial)
-            _kill(runner)
+            self._retire(runner)
         # A replacement may go to the same node (a trial crashed its process) and is used once it answers;
         # if the node itself is gone it never answers, and that node is not used again.
         has_runner = self._top_up(trial.hardware)
@@ -355,6 +354,38 @@ class Dispatcher:
         else:
             self._record(trial, {"status": "failed", "error_type": type(exc).__name__, "attempt": self.attempts[trial.trial_id],
                                  "error": f"its worker died {self.attempts[trial.trial_id]} time(s) running it: {exc}"[:4000]})
+
+    def _retire(self, runner: Runner) -> None:
+        """Kill a runner; the trials queued on it were not the cause: back to their queue, no attempt charged."""
+        runner.alive = False
+        for ref, call in list(self.pending.items()):
+            if isinstance(call, Running) and call.runner is runner:
+                del self.pending[ref]
+                runner.in_flight -= 1
+                self.attempts[call.trial.trial_id] -= 1
+                self.queues[call.trial.hardware].appendleft(call.trial)
+        _kill(runner)
+
+    def _end_overdue(self) -> None:
+        """A trial running past its `eval.trial_timeout_s` is ended with its runner: a `failed` row, and a fresh
+        runner takes the node's token (a hang repeats, so it is not retried)."""
+        for runner in [r for r in self.runners if r.alive and r.in_flight]:
+            ref, head = next((ref, c) for ref, c in self.pending.items() if isinstance(c, Running) and c.runner is runner)
+            running_s = time.monotonic() - runner.head_since
+            if running_s <= head.trial.eval.trial_timeout_s:
+                continue
+            log.warning("trial %s ran past its %.0f s limit on node %s", head.trial.trial_id,
+                        head.trial.eval.trial_timeout_s, runner.node_id[:8])
+            del self.pending[ref]
+            runner.in_flight -= 1
+            self._retire(runner)
+            self._top_up(head.trial.hardware)
+            self._record(head.trial, {"status": "failed", "error_type": "TrialTimeout",
+                                      "attempt": self.attempts[head.trial.trial_id], "error": (
+                                          f"the trial was still running after {running_s:.0f} s, past "
+                                          f"eval.trial_timeout_s ({head.trial.eval.trial_timeout_s:g} s): its "
+                                          "runner was killed")})
+            self._give_up_stranded()
 
     def _give_up_stranded(self) -> None:
         """Queued trials whose target has no runner alive and none that can be started become no_capacity rows."""

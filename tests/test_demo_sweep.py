@@ -9,7 +9,7 @@ import pytest
 
 from conftest import quantsweep
 from results.store import Store
-from workers.memory import CPU_KIND
+from workers.memory import TORCH_INLINE_KIND
 
 # fp32 tiny.en greedy on the 14 sample clips (see test_evaluate for the measured value).
 FP32_WER_BOUNDS = (0.03, 0.12)
@@ -42,8 +42,8 @@ def test_every_demo_trial_ran_and_quantized(demo_results: Path) -> None:
         bound = WER_BOUND[label]
         assert row["wer"] - fp32["wer"] <= bound, (label, row["wer"], fp32["wer"])
         assert row["rtf"] > 0 and row["latency_p50_s"] <= row["latency_p90_s"]
-        # memory that is the model's, measured where nothing else lives (see test_memory for its order-independence)
-        assert row["peak_mem_kind"] == CPU_KIND and row["model_mem_bytes"] < fp32["model_mem_bytes"], label
+        # memory read around the timed passes (see test_memory for its order-independence)
+        assert row["peak_mem_kind"] == TORCH_INLINE_KIND and row["model_mem_bytes"] < fp32["model_mem_bytes"], label
         assert row["peak_mem_bytes"] > row["model_mem_bytes"], label  # activations come on top of the weights
         if row["weight_bits"] == 8:
             assert row["peak_mem_bytes"] < fp32["peak_mem_bytes"], (label, row["peak_mem_bytes"], fp32["peak_mem_bytes"])

@@ -132,3 +132,46 @@ def test_worker_reuses_loaded_model_and_quantization_across_datasets(tmp_path: P
         ("hqq-w4-g32", False), ("hqq-w4-g32", True), ("fp32", False), ("fp32", True)]
     assert found[1]["quantize_s"] == found[0]["quantize_s"]  # the reused row reports the one quantization
     assert "models loaded 1x" in done.stderr
+
+
+def test_a_failing_optional_measurement_is_null_with_its_reason_and_the_trial_stays_ok(tmp_path: Path) -> None:
+    # the model is quantized again only in the isolated memory child: that is where these crash
+    entries = [{"name": "child-segfaults", "crash": "segfault", "crash_in": "isolated-child"},
+               {"name": "child-raises", "crash": "raise", "crash_in": "isolated-child"}]
+    spec = probe_spec("optional", tmp_path / "r", entries)
+    spec["eval"] |= {"memory": "isolated", "drift": "on"}
+    quantsweep("run", str(write_spec(tmp_path / "s.yaml", spec)), "--retries", "0")
+    by_name = {r["quantization"]: r for r in rows(tmp_path / "r", "optional")}
+    for name, cause in (("child-segfaults", "ChildDied"), ("child-raises", "raised on purpose")):
+        row = by_name[name]
+        assert row["status"] == "ok" and row["attempt"] == 1 and row["rtf"] is not None, row["error"]
+        assert row["peak_mem_bytes"] is None and cause in row["peak_mem_null_reason"], row["peak_mem_null_reason"]
+        assert row["memory_s"] > 0 and row["drift_s"] is not None
+        # the noop family has no logits: drift is NULL with that reason, not a failure
+        assert row["kl_to_baseline"] is None and row["kl_null_reason"].startswith("drift failed"), row["kl_null_reason"]
+
+
+def test_measurements_switched_off_say_so(tmp_path: Path) -> None:
+    spec = probe_spec("off", tmp_path / "r", [{"name": "a"}])
+    spec["eval"] |= {"memory": "off"}
+    quantsweep("run", str(write_spec(tmp_path / "s.yaml", spec)))
+    [row] = rows(tmp_path / "r", "off")
+    assert row["status"] == "ok" and row["peak_mem_bytes"] is None and row["peak_mem_kind"] is None
+    assert row["peak_mem_null_reason"] == "not measured (eval.memory: off)"
+    assert row["kl_null_reason"] == "not measured (eval.drift: off)"  # drift is off by default
+
+
+def test_a_hanging_trial_times_out_and_frees_its_runner(tmp_path: Path, cpu_hog: None) -> None:
+    # `after` is queued on the same runner behind the hang: it is requeued, not charged, and runs on a new runner
+    entries = [{"name": "hangs", "crash": "hang"}, {"name": "after"}, {"name": "later"}]
+    spec = probe_spec("hang", tmp_path / "r", entries)
+    spec["eval"] |= {"trial_timeout_s": 30}
+    started = time.monotonic()
+    quantsweep("run", str(write_spec(tmp_path / "s.yaml", spec)), timeout=600)
+    by_name = {r["quantization"]: r for r in rows(tmp_path / "r", "hang")}
+    hung = by_name["hangs"]
+    assert hung["status"] == "failed" and hung["error_type"] == "TrialTimeout", hung
+    assert "eval.trial_timeout_s (30 s)" in hung["error"]
+    assert by_name["after"]["status"] == by_name["later"]["status"] == "ok"
+    assert by_name["after"]["attempt"] == 1
+    assert time.monotonic() - started < 600

@@ -1,13 +1,16 @@
 """Memory that means something: independent of trial order and of the worker's caches; tensor bytes as resident."""
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from torch import nn
 
 from conftest import quantsweep, write_spec
 from results.store import Store
-from workers.memory import CPU_KIND, model_mem_bytes
+from workers.isolation import ChildTimedOut, run_isolated
+from workers.memory import TORCH_INLINE_KIND, model_mem_bytes
 from workers.models import ModelConfig, load_model
 
 
@@ -49,7 +52,7 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
 def test_the_same_trial_first_and_last_agrees_within_5_percent(measured: dict[str, dict]) -> None:
     first, last = measured["fp32-first"], measured["fp32-last"]
     assert first["started_at"] < measured["hqq-w4-g64"]["started_at"] < last["started_at"]
-    assert first["peak_mem_kind"] == last["peak_mem_kind"] == CPU_KIND
+    assert first["peak_mem_kind"] == last["peak_mem_kind"] == TORCH_INLINE_KIND
     assert abs(first["peak_mem_bytes"] - last["peak_mem_bytes"]) <= 0.05 * first["peak_mem_bytes"], (
         first["peak_mem_bytes"], last["peak_mem_bytes"])
 
@@ -69,3 +72,14 @@ def test_fp32_model_memory_is_its_parameters(measured: dict[str, dict]) -> None:
     expected = sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights once
     expected += sum(b.numel() * b.element_size() for b in model.buffers())
     assert measured["fp32-first"]["model_mem_bytes"] == expected
+
+
+def _hang() -> None:
+    time.sleep(3600)
+
+
+def test_an_isolated_child_that_hangs_is_killed_at_its_time_limit() -> None:
+    started = time.monotonic()
+    with pytest.raises(ChildTimedOut, match="within 2 s"):
+        run_isolated(_hang, timeout_s=2)
+    assert time.monotonic() - started < 60

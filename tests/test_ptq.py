@@ -37,7 +37,7 @@ SPEC = {
     ],
     "datasets": [{"name": "samples", "source": "samples"}],
     # A deterministic 6 of the 14 clips and at most 40 tokens each keep the passes short.
-    "eval": {"max_utterances": 6, "max_new_tokens": 40, "warmup_utterances": 0},
+    "eval": {"max_utterances": 6, "max_new_tokens": 40, "warmup_utterances": 0, "drift": "on"},
 }
 
 
@@ -83,7 +83,7 @@ def _kl(trial: Trial, cache: WorkerCache) -> float:
     calibration = cache.utterances(trial.calibration) if trial.calibration else None
     quantized = _quantize(trial, CPU, loaded, calibration)
     utterances = cache.utterances(trial.dataset)
-    return drift_columns(cache.reference(trial, loaded), "whisper", quantized.model, loaded.processor,
+    return drift_columns(cache.reference(trial, loaded, CPU), "whisper", quantized.model, loaded.processor,
                          utterances)["kl_to_baseline"]
 
 

@@ -5,7 +5,9 @@ model is then teacher-forced on those token ids, so both predict the same positi
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import fcntl
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,6 +17,7 @@ from torch import nn
 
 from workers.datasets import Utterance
 from workers.evaluate import SAMPLING_RATE, EvalConfig
+from workers.models import cache_root
 from workers.models.whisper import WINDOW_S
 
 
@@ -88,6 +91,23 @@ def reference(family: str, model: nn.Module, processor: Any, utterances: Sequenc
     if not ref.ids:
         ref.reason = "no utterance of one window with decoded tokens to compare on"
     return ref
+
+
+def on_node(key: str, compute: Callable[[], Reference]) -> Reference:
+    """The reference once per node: the first runner computes and saves it, the others wait on its lock and
+    read it (a node's runners share its cores; computing it once per runner would take them from timed trials)."""
+    folder = cache_root() / "drift-references"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{key}.pt"
+    with open(folder / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return Reference(**torch.load(path))
+        ref = compute()
+        partial = path.with_suffix(".partial")
+        torch.save(ref.__dict__, partial)
+        os.replace(partial, path)
+        return ref
 
 
 def drift_columns(ref: Reference, family: str, model: nn.Module | None, processor: Any,

@@ -10,13 +10,16 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from workers.datasets import Utterance
 from workers.scoring import normalized, normalizer_version, score
 
 SAMPLING_RATE = 16_000
+
+
+MEASUREMENT_CHOICES = ("memory", "drift")  # what is measured beside WER and speed, each switchable
 
 
 class EvalConfig(BaseModel):
@@ -35,6 +38,22 @@ class EvalConfig(BaseModel):
     normalizer: Literal["whisper-english", "basic", "none"] = Field(
         "whisper-english", description="text normalisation before WER/CER (raw text is always kept)"
     )
+    # What is measured beside WER and speed (MEASUREMENT_CHOICES); they never change a transcript. README
+    # "What is measured".
+    memory: Literal["inline", "isolated", "off"] = Field(
+        "inline", description="inline: peak memory read around the timed passes themselves (no extra work); "
+        "isolated: a fresh child process loads, quantizes and infers again (costs a second quantization); off")
+    drift: Literal["on", "off"] = Field(
+        "off", description="on: KL/top-1 of the quantized model against the float model, teacher-forced on the "
+        "float model's greedy transcripts (one forward pass of each trial over the one-window clips)")
+    trial_timeout_s: float = Field(
+        6 * 3600, gt=0, description="a trial still running after this many seconds is ended and recorded failed")
+
+    @field_validator(*MEASUREMENT_CHOICES, mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `on` / `off` as true / false
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 def synchronize(device: str) -> None:
@@ -170,11 +189,15 @@ def evaluate(
 ) -> Evaluation:
     """Warm up, time `timing_repeats` passes, take transcripts from the first, score them."""
     valid = [u for u in utterances if u.audio is not None]
+    started = time.perf_counter()
     if valid and config.warmup_utterances:
         run_pass(transcriber, valid[: config.warmup_utterances], 1)
+    warmup_s = time.perf_counter() - started
     on_timed(True)
+    started = time.perf_counter()
     passes = [run_pass(transcriber, valid, config.batch_size) for _ in range(config.timing_repeats)]
     batch1 = passes if config.batch_size == 1 else [run_pass(transcriber, valid, 1)]
+    timed_s = time.perf_counter() - started
     on_timed(False)
     audio_s = sum(u.duration_s for u in valid)
     rtfs = [p.compute_s / audio_s for p in passes] if audio_s else []
@@ -225,6 +248,8 @@ def evaluate(
         "batch_size": config.batch_size,
         "num_beams": config.num_beams,
         "batch_changed_transcripts": changed,
+        "warmup_s": warmup_s,
+        "timed_s": timed_s,
         # (issue 9) at batch 1, as the analytic costs assume
         "encoder_windows": batch1[0].stages.encoder_windows,
         "decoded_tokens": batch1[0].stages.decoded_tokens,

@@ -33,6 +33,16 @@ class ChildDied(RuntimeError):
         super().__init__(f"the isolated child process was {cause}" + (f"; its last output:\n{tail}" if tail else ""))
 
 
+class ChildTimedOut(RuntimeError):
+    """The child gave no answer within its time limit and was killed."""
+
+    def __init__(self, timeout_s: float, output: str):
+        self.output = output
+        tail = "\n".join(output.strip().splitlines()[-5:])
+        super().__init__(f"the isolated child process gave no answer within {timeout_s:.0f} s and was killed"
+                         + (f"; its last output:\n{tail}" if tail else ""))
+
+
 class ChildFailed(RuntimeError):
     """The call raised in the child; the message carries the child's exception and traceback tail."""
 
@@ -63,10 +73,11 @@ def _child(conn: Connection, output: str, fn: Callable[..., Any], args: tuple) -
     conn.close()
 
 
-def run_isolated(fn: Callable[..., T], *args: Any) -> tuple[T, str]:
+def run_isolated(fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> tuple[T, str]:
     """`fn(*args)` in a fresh child: (its result, what it printed). `fn` and `args` must pickle.
 
-    Raises ChildFailed when `fn` raised, ChildDied when the child died without answering.
+    Raises ChildFailed when `fn` raised, ChildDied when the child died without answering, ChildTimedOut
+    (after killing it) when it gave no answer within `timeout_s`.
     """
     context = _server()
     receive, send = context.Pipe(duplex=False)
@@ -75,6 +86,10 @@ def run_isolated(fn: Callable[..., T], *args: Any) -> tuple[T, str]:
         process.start()
         send.close()
         try:
+            if timeout_s is not None and not receive.poll(timeout_s):
+                process.kill()
+                process.join()
+                raise ChildTimedOut(timeout_s, _read(log.name))
             status, value = receive.recv()
         except EOFError:
             process.join()

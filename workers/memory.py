@@ -1,9 +1,13 @@
 """Memory room: how much memory inference with a quantized model needs on its device, and its tensors' bytes.
 
-CPU: measured in an isolated child (workers/isolation.py) that holds nothing but this trial's model, as the
-resident-set high-water mark during inference minus the resident set before the model was loaded. CUDA: the
-allocator's peak minus what was allocated before the trial's model existed. MPS has no peak counter: the
-allocation is sampled during inference. `peak_mem_kind` names which of these a row holds.
+CPU, `eval.memory: inline` (the default): read around the trial's own timed passes, at no extra work. A torch
+model's figure is its tensors' bytes (already resident before the passes) plus the resident-set high-water
+mark of the timed passes above the resident set when they began (activations, caches, workspaces); a runtime
+that opens its artifact in the worker (CTranslate2) is measured from before it opened the artifact to the
+passes' high-water mark. `eval.memory: isolated`: a fresh child process (workers/isolation.py) that holds
+nothing but this trial's model loads, quantizes and infers again. CUDA: the allocator's peak minus what was
+allocated before the trial's model existed. MPS has no peak counter: the allocation is sampled during
+inference. `peak_mem_kind` names which of these a row holds; `peak_mem_null_reason` why a row has none.
 """
 from __future__ import annotations
 
@@ -21,7 +25,11 @@ import torch
 from torch import nn
 
 CPU_KIND = "rss_hwm_delta_isolated"  # VmHWM during inference - VmRSS before the model, in a fresh child
-CPU_KIND_NO_RESET = "rss_maxrss_delta_isolated"  # no way to reset the high-water mark: includes quantization
+# model_mem_bytes + VmHWM of the timed passes - VmRSS when they began, in the worker
+TORCH_INLINE_KIND = "tensors_plus_rss_hwm_timed_delta"
+# VmHWM of the timed passes - VmRSS before the runtime opened its artifact, in the worker
+RUNTIME_INLINE_KIND = "rss_hwm_delta_open_to_timed"
+NO_RESET_REASON = "the resident-set high-water mark cannot be reset on this platform (no /proc/self/clear_refs)"
 # A runtime evaluated in an isolated child (whisper.cpp): VmHWM over its load and whole evaluation - VmRSS
 # after its code was imported
 ISOLATED_RUN_KIND = "rss_hwm_delta_isolated_run"
@@ -183,3 +191,39 @@ def allocated(device: str) -> int:
     if device == "mps":
         return int(torch.mps.current_allocated_memory())
     return 0
+
+
+class InlineMemory:
+    """CPU memory read around a trial's own timed passes in the worker: no second model, no second pass.
+
+    `opening()` marks the resident set before a runtime opens its deployable; `on_timed` resets the kernel's
+    high-water mark when the timed passes begin (after the warm-up, so lazily loaded kernels are not counted)
+    and reads it when they end. Other runners are other processes: their memory is not in these figures.
+    The worker keeps glibc's default allocator settings, as a user's process has them: fixing the mmap
+    threshold (as the isolated child does) made the libraries that dequantize per call (bitsandbytes 4-bit,
+    quanto) 50-65% slower. The passes' growth therefore counts what that allocator keeps as well.
+    """
+
+    def __init__(self) -> None:
+        self.opened = self.started = self.peak = 0
+        self.resettable = False
+
+    def opening(self) -> None:
+        release_freed_memory()
+        self.opened = rss_bytes()
+
+    def on_timed(self, starting: bool) -> None:
+        if starting:
+            release_freed_memory()
+            self.started = rss_bytes()
+            self.resettable = reset_rss_peak()
+        else:
+            self.peak = rss_peak()
+
+    def columns(self, tensor_bytes: int | None) -> dict[str, Any]:
+        """A torch model: its tensors plus the passes' growth; an artifact: growth from before it was opened."""
+        if not self.resettable:
+            return {"peak_mem_null_reason": NO_RESET_REASON}
+        if tensor_bytes is not None:
+            return {"peak_mem_bytes": tensor_bytes + max(0, self.peak - self.started), "peak_mem_kind": TORCH_INLINE_KIND}
+        return {"peak_mem_bytes": max(0, self.peak - self.opened), "peak_mem_kind": RUNTIME_INLINE_KIND}

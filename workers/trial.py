@@ -20,12 +20,12 @@ import torch
 from workers.costs import cost_columns
 from workers.datasets import DatasetConfig, Utterance, load_utterances
 from workers.device import Device
-from workers.drift import Reference, drift_columns, reference
+from workers.drift import Reference, drift_columns, on_node, reference
 from workers.evaluate import EvalConfig, Transcriber, run_pass, serialized_bytes
 from workers.hardware import Hardware
 from workers.isolation import run_isolated
 from workers.logs import TrialLog, captured
-from workers.memory import (CPU_KIND, CPU_KIND_NO_RESET, allocated, device_peak, fix_mmap_threshold,
+from workers.memory import (CPU_KIND, NO_RESET_REASON, InlineMemory, allocated, device_peak, fix_mmap_threshold,
                             model_mem_bytes, release_freed_memory, reset_rss_peak, rss_bytes, rss_peak)
 from workers.models import LoadedModel, ModelConfig, load_model
 from workers.models.families import FAMILIES, with_family_defaults
@@ -36,6 +36,11 @@ from workers.runtimes.base import Deployable, Target, build_artifact
 
 TRACEBACK_LINES = 12
 QUANTSWEEP_VERSION = importlib.metadata.version("quantsweep")
+# The eval settings a float reference transcript depends on (not timing or what else is measured).
+REFERENCE_EVAL = {"num_beams", "max_new_tokens", "max_utterances"}
+# An isolated memory pass runs one batch; longer than this many times the whole evaluation means it hangs.
+MEMORY_PASS_TIMEOUT_FACTOR = 3.0
+MEMORY_PASS_MIN_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -133,11 +138,20 @@ class WorkerCache:
         self.last_quantized = (key, Quantized(model, time.perf_counter() - started, allocated_before))
         return self.last_quantized[1], False
 
-    def reference(self, trial: Trial, loaded: LoadedModel) -> Reference:
-        key = (trial.model, trial.dataset, trial.eval)
+    def reference(self, trial: Trial, loaded: LoadedModel, device: Device) -> Reference:
+        """The float model's greedy ids and log-probs on the trial's device, computed once per node."""
+        key = (trial.model, trial.dataset, trial.eval, device.torch_device)
         if key not in self.references:
-            self.references[key] = reference(loaded.family, loaded.model, loaded.processor,
-                                             self.utterances(trial.dataset), trial.eval, trial.dataset.language)
+            def compute() -> Reference:
+                model = loaded.model if device.is_cpu else copy.deepcopy(loaded.model).to(device.torch_device)
+                return reference(loaded.family, model, loaded.processor, self.utterances(trial.dataset), trial.eval,
+                                 trial.dataset.language)
+
+            digest = hashlib.sha256(json.dumps([trial.model.model_dump(mode="json"),
+                                                trial.dataset.model_dump(mode="json"),
+                                                trial.eval.model_dump(mode="json", include=REFERENCE_EVAL),
+                                                device.torch_device, QUANTSWEEP_VERSION]).encode()).hexdigest()[:20]
+            self.references[key] = on_node(digest, compute)
         return self.references[key]
 
     def utterances(self, config: DatasetConfig) -> list[Utterance]:
@@ -146,17 +160,20 @@ class WorkerCache:
         return self.datasets[config]
 
 
-def run_trial(trial: Trial, hardware: Hardware, cache: WorkerCache, exclusive: bool = True) -> TrialOutcome:
+def run_trial(trial: Trial, hardware: Hardware, cache: WorkerCache, exclusive: bool = True,
+              runners_on_node: int = 1) -> TrialOutcome:
     """Run one trial; never raises: an exception becomes a `failed` row with its error.
 
-    `exclusive` says the caller holds the device alone for the whole trial (its timing token).
+    `exclusive` says the caller holds the device alone for the whole trial (its timing token) and no other
+    timed trial shares its cores. The node's cores are divided among its `runners_on_node` runners (one per
+    GPU on a multi-GPU node); a spec's `threads` that oversubscribes them makes the timing not exclusive.
     """
     device = hardware.device()
     row: dict[str, Any] = trial.describe() | where_it_ran(hardware, device)
     row.update(started_at=now(), run_id=uuid.uuid4().hex)
-    threads = trial.eval.threads or hardware.cores
+    threads = trial.eval.threads or max(1, hardware.cores // runners_on_node)
     torch.set_num_threads(threads)
-    row.update(threads=threads, timing_exclusive=exclusive)
+    row.update(threads=threads, timing_exclusive=exclusive and threads * runners_on_node <= hardware.cores)
     log = TrialLog()
     utterance_rows: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -189,6 +206,9 @@ def where_it_ran(hardware: Hardware, device: Device) -> dict[str, Any]:
 
 
 def _measure(trial: Trial, hardware: Hardware, cache: WorkerCache, row: dict[str, Any], log: TrialLog) -> list[dict]:
+    """The floor of a trial (its model loaded once per worker, one quantization, warm-up and timed passes), then
+    what is measured beside it; a measurement beside the floor that fails is NULL with its reason, never the
+    trial's failure."""
     device = hardware.device()
     loaded, reused = cache.model(trial.model)
     utterances = cache.utterances(trial.dataset)
@@ -199,26 +219,22 @@ def _measure(trial: Trial, hardware: Hardware, cache: WorkerCache, row: dict[str
     row.update(quantize_s=kept.quantize_s, family=loaded.family)
     runtime = runtime_of(deployable)
     target = Target(device, _eval_config(trial), trial.dataset.language, row["threads"])
+    module = deployable.model if isinstance(deployable, QuantizedModel) else None
+    inline = InlineMemory() if device.is_cpu and trial.eval.memory == "inline" else None
 
     def on_timed(starting: bool) -> None:
         row["timed_started_at" if starting else "timed_finished_at"] = now()
+        if inline is not None:
+            inline.on_timed(starting)
 
     # torch's allocator sees a torch model's GPU memory; a runtime's own allocations it does not
-    on_gpu = not device.is_cpu and isinstance(deployable, QuantizedModel)
+    on_gpu = not device.is_cpu and module is not None and trial.eval.memory != "off"
+    if inline is not None:
+        inline.opening()
     started = time.perf_counter()
     with device_peak(device.torch_device, kept.allocated_before) if on_gpu else nullcontext({}) as peak:
         evaluation = runtime.evaluate(deployable, loaded, target, utterances, on_timed)
     row["eval_s"] = time.perf_counter() - started
-    if device.is_cpu and "peak_mem_bytes" not in evaluation.columns:
-        # The worker holds cached models and datasets: CPU memory is measured where only this model lives.
-        # (A runtime that evaluates in an isolated child measured it there, in its columns.)
-        artifact = replace(deployable, workdir=None) if isinstance(deployable, Artifact) else None
-        # One calibration clip: a model's memory does not depend on what its static scales were computed from.
-        peak, output = run_isolated(memory_pass, trial, hardware, memory_clips(utterances, trial.eval.batch_size),
-                                    calibration and [u for u in calibration if u.audio is not None][:1], artifact)
-        for line in output.splitlines():
-            log.add(line)
-    row.update(peak)
     row.update(evaluation.columns)
     row.update(
         runtime=runtime.name, front_end=runtime.front_end,
@@ -227,19 +243,65 @@ def _measure(trial: Trial, hardware: Hardware, cache: WorkerCache, row: dict[str
         total_params=deployable.total_params,
         quantized_param_share=deployable.quantized_params / deployable.total_params,
         model_size_bytes=runtime.model_size_bytes(deployable),
-        model_mem_bytes=model_mem_bytes(deployable.model) if isinstance(deployable, QuantizedModel) else None,
+        model_mem_bytes=model_mem_bytes(module) if module is not None else None,
     )
     row["size_reduction"] = 1 - row["model_size_bytes"] / row["baseline_size_bytes"]
-    if isinstance(deployable, QuantizedModel):
-        # (issue 9) drift from the float model and the analytic costs, after (and outside) the measured passes
+    if module is not None:
         row["calibrate_s"] = deployable.calibrate_s
-        row.update(drift_columns(cache.reference(trial, loaded), loaded.family, deployable.model,
-                                 loaded.processor, utterances))
-        row.update(cost_columns(loaded.family, loaded.model, deployable, trial.quantization.describe(),
-                                trial.quantization.modules, row.get("encoder_windows"), row.get("decoded_tokens")))
+    if "peak_mem_bytes" not in row:  # a runtime evaluated in an isolated child measured it there
+        row.update(_beside("memory", "peak_mem_null_reason", lambda: _memory(
+            trial, hardware, row, peak, inline, deployable, utterances, calibration, log)))
+    row.update(_beside("drift", "kl_null_reason", lambda: _drift(trial, cache, loaded, device, module, utterances)))
+    if module is not None:
+        row.update(_beside("costs", "cost_null_reason", lambda: cost_columns(
+            loaded.family, loaded.model, deployable, trial.quantization.describe(), trial.quantization.modules,
+            row.get("encoder_windows"), row.get("decoded_tokens"))))
     else:
-        row["kl_null_reason"] = f"the {runtime.name} runtime exposes no logits to compare"
+        row["cost_null_reason"] = f"the {runtime.name} runtime's layers are not torch modules to count"
     return evaluation.utterance_rows
+
+
+def _beside(metric: str, reason_column: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """An optional measurement's columns and its seconds (`<metric>_s`); its failure is its NULL reason."""
+    started = time.perf_counter()
+    try:
+        columns = measure()
+    except Exception as exc:  # noqa: BLE001 - the trial's own numbers stand; this metric says why it has none
+        columns = {reason_column: f"{metric} failed: {type(exc).__name__}: {exc}"[:1000]}
+    return columns | {f"{metric}_s": time.perf_counter() - started}
+
+
+def _memory(trial: Trial, hardware: Hardware, row: dict[str, Any], peak: dict[str, Any], inline: InlineMemory | None,
+            deployable: Deployable, utterances: list[Utterance], calibration: list[Utterance] | None,
+            log: TrialLog) -> dict[str, Any]:
+    if trial.eval.memory == "off":
+        return {"peak_mem_null_reason": "not measured (eval.memory: off)"}
+    if peak:
+        return peak  # a GPU's allocator peak, read around the evaluation
+    if inline is not None:
+        return inline.columns(row["model_mem_bytes"])
+    if not hardware.device().is_cpu:
+        return {"peak_mem_null_reason": f"the {row['runtime']} runtime's memory on {hardware.device_name} is not "
+                                        "torch's allocator's to read"}
+    # eval.memory: isolated. The worker holds cached models and datasets: memory is measured where only this
+    # model lives. One calibration clip: a model's memory does not depend on what its static scales came from.
+    artifact = replace(deployable, workdir=None) if isinstance(deployable, Artifact) else None
+    timeout_s = max(MEMORY_PASS_MIN_TIMEOUT_S, MEMORY_PASS_TIMEOUT_FACTOR * (row["eval_s"] + row["quantize_s"]))
+    measured, output = run_isolated(memory_pass, trial, hardware, memory_clips(utterances, trial.eval.batch_size),
+                                    calibration and [u for u in calibration if u.audio is not None][:1], artifact,
+                                    timeout_s=timeout_s)
+    for line in output.splitlines():
+        log.add(line)
+    return measured
+
+
+def _drift(trial: Trial, cache: WorkerCache, loaded: LoadedModel, device: Device, module: torch.nn.Module | None,
+           utterances: list[Utterance]) -> dict[str, Any]:
+    if trial.eval.drift == "off":
+        return {"kl_null_reason": "not measured (eval.drift: off)"}
+    if module is None:
+        return {"kl_null_reason": f"the {quantizer_for(trial.quantization).runtime} runtime exposes no logits to compare"}
+    return drift_columns(cache.reference(trial, loaded, device), loaded.family, module, loaded.processor, utterances)
 
 
 def _eval_config(trial: Trial) -> EvalConfig:
@@ -270,9 +332,10 @@ def memory_pass(trial: Trial, hardware: Hardware, clips: list[Utterance], calibr
     before = rss_bytes()
     transcriber = _deployed(trial, hardware, calibration, artifact)
     release_freed_memory()  # the loaded checkpoint and the float weights quantization replaced are gone
-    resettable = reset_rss_peak()
+    if not reset_rss_peak():
+        return {"peak_mem_null_reason": NO_RESET_REASON}
     run_pass(transcriber, clips, trial.eval.batch_size)
-    return {"peak_mem_bytes": rss_peak() - before, "peak_mem_kind": CPU_KIND if resettable else CPU_KIND_NO_RESET}
+    return {"peak_mem_bytes": rss_peak() - before, "peak_mem_kind": CPU_KIND}
 
 
 def _deployed(trial: Trial, hardware: Hardware, calibration: list[Utterance] | None,

@@ -1,4 +1,4 @@
-"""Test plugin: a small random Whisper family, a no-op family, and a `probe` quantizer that sleeps or crashes.
+"""Test plugin: a small random Whisper family, a no-op family, and a `probe` quantizer that sleeps, hangs or crashes.
 
 `tiny-whisper` is a randomly initialised 2-layer Whisper with tiny.en's real tokenizer and feature extractor:
 real transformers code and real quantizers, fast enough for multi-node tests. `noop` transcribes nothing
@@ -6,6 +6,7 @@ in no time, for measuring the scheduler itself.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
@@ -77,8 +78,10 @@ class ProbeConfig(QuantConfig):
     sleep_s: float = Field(0.0, ge=0, description="seconds the transcriber sleeps per batch (a stand-in for work)")
     # bad-row: the trial runs but its row cannot be written (a column of the wrong type): the error is outside
     # the trial itself, in its handling on the worker
-    crash: Literal["none", "raise", "segfault", "bad-row"] = "none"
+    crash: Literal["none", "raise", "segfault", "hang", "bad-row"] = "none"
     crash_on: str = Field("*", description="only crash on nodes of this hardware class")
+    # isolated-child: only where the model is quantized again in an isolated child (eval.memory: isolated)
+    crash_in: Literal["trial", "isolated-child"] = "trial"
 
     def describe(self) -> Description:
         return Description("probe")
@@ -95,12 +98,17 @@ class ProbeQuantizer(Quantizer):
 
     def quantize(self, model: nn.Module, device: Device, calibrate: Calibrate | None = None) -> QuantizedModel:
         cfg = self.config
-        if cfg.crash_on in ("*", device.hw_class):
+        # Ray's workers are not multiprocessing children; the isolated child is
+        in_child = multiprocessing.parent_process() is not None
+        crashes = cfg.crash_on in ("*", device.hw_class) and in_child == (cfg.crash_in == "isolated-child")
+        if crashes:
             if cfg.crash == "raise":
                 raise RuntimeError("probe quantizer raised on purpose")
             if cfg.crash == "segfault":
                 os.kill(os.getpid(), signal.SIGSEGV)
+            if cfg.crash == "hang":
+                time.sleep(24 * 3600)
         model.probe_sleep_s = cfg.sleep_s
-        if cfg.crash == "bad-row" and cfg.crash_on in ("*", device.hw_class):
+        if cfg.crash == "bad-row" and crashes:
             return QuantizedModel(model, "not a count", 0, count_params(model))  # type: ignore[arg-type]
         return QuantizedModel(model, 0, 0, count_params(model))

@@ -87,13 +87,17 @@ class QuantoQuantizer(Quantizer):
         total = count_params(model)
         chosen = dict(selected_linears(model, cfg.modules))
         params = sum(p.numel() for layer in chosen.values() for p in layer.parameters())
-        # Exact names, not the spec's patterns: quanto matches every module kind it has a quantized
-        # version of, and with activations that includes the LayerNorms.
+        # Exact names, not the spec's patterns: quanto matches every module kind it has a quantized version of.
+        # With activations the selected LayerNorms are quantized too, as the library's own
+        # `quantize(model, weights=..., activations=...)` does: a QLayerNorm hands quantized activations on
+        # to the next layer instead of floats.
+        norms = [name for name, m in model.named_modules()
+                 if isinstance(m, nn.LayerNorm) and cfg.modules.selects(name)] if cfg.needs_calibration() else []
         quantize(
             model,
             weights=f"q{cfg.weights}",
             activations=None if cfg.activations == "none" else f"q{cfg.activations}",
-            include=list(chosen),
+            include=list(chosen) + norms,
         )
         # no_grad, not inference_mode, here and wherever the model runs: a forward of frozen int4 weights
         # under torch.inference_mode() fails with "Cannot set version_counter for inference tensor".
