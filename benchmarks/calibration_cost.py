@@ -16,9 +16,10 @@ import torch
 from sweep.plan import expand
 from sweep.spec import parse_spec
 from workers.device import Device
-from workers.memory import reset_rss_peak, rss_peak
+from workers.process_memory import reset_rss_peak, rss_peak
 from workers.isolation import run_isolated
-from workers.trial import WorkerCache, _quantize
+from workers.deploy import quantize
+from workers.trial import WorkerCache
 
 METHODS = {
     "rtn": {"method": "rtn"},
@@ -41,7 +42,7 @@ def measure(knobs: dict, clips: int, threads: int) -> dict:
     calibration = cache.utterances(trial.calibration) if trial.calibration else None
     reset_rss_peak()
     started = time.perf_counter()
-    quantized = _quantize(trial, Device("x86-cpu"), loaded, calibration)
+    quantized = quantize(trial, Device("x86-cpu"), loaded, calibration)
     return {"calibrate_s": quantized.calibrate_s, "quantize_s": time.perf_counter() - started,
             "peak_rss_bytes": rss_peak(), "clips": len(calibration or [])}
 

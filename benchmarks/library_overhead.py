@@ -25,7 +25,7 @@ from workers.evaluate import SAMPLING_RATE
 from workers.hardware import probe
 from workers.models import LoadedModel, transformers_dir
 from workers.models.whisper import DEFAULT_EXCLUDE, WINDOW_S
-from workers.quantizers.base import QuantConfig
+from workers.backends.base import QuantConfig
 from workers.trial import Trial, WorkerCache, run_trial
 
 KEEP_FLOAT = set(DEFAULT_EXCLUDE)

@@ -25,8 +25,8 @@ from workers.datasets import DatasetConfig  # noqa: E402
 from workers.evaluate import EvalConfig  # noqa: E402
 from workers.hardware import probe  # noqa: E402
 from workers.models import ModelConfig  # noqa: E402
-from workers.quantizers.ctranslate2 import CTranslate2Config  # noqa: E402
-from workers.quantizers.ggml import GgmlConfig  # noqa: E402
+from workers.backends.ctranslate2.export import CTranslate2Config  # noqa: E402
+from workers.backends.ggml.export import GgmlConfig  # noqa: E402
 from workers.trial import Trial, WorkerCache, run_trial  # noqa: E402
 
 

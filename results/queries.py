@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
-from results.schema import TABLES
+from results.schema import LEADERBOARD_COLUMNS, TABLES
 from results.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from results.store import Store
 
@@ -29,7 +29,11 @@ class QueryError(ValueError):
 
 
 def _sql(name: str) -> str:
-    return resources.files("results").joinpath("sql", f"{name}.sql").read_text()
+    """A view's SQL; `{metric_columns}` (and `{t.metric_columns}`) lists the metrics' registered columns, each
+    followed by a comma, so that a new metric reaches the leaderboard without touching its SQL."""
+    text = resources.files("results").joinpath("sql", f"{name}.sql").read_text()
+    return (text.replace("{t.metric_columns}", "".join(f"t.{c}, " for c in LEADERBOARD_COLUMNS))
+                .replace("{metric_columns}", "".join(f"{c}, " for c in LEADERBOARD_COLUMNS)))
 
 
 def _files_view(con: duckdb.DuckDBPyConnection, store: Store, table: str) -> None:

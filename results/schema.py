@@ -18,6 +18,7 @@ SCHEMA_VERSION = 4
 # `no_capacity` no live node of the targeted class within the wait.
 STATUSES = ("ok", "failed", "unsupported", "no_capacity")
 
+# The trials columns every row has; metrics and runtimes add their own (register_columns).
 TRIALS = pa.schema(
     [
         ("schema_version", pa.int32()),
@@ -94,11 +95,6 @@ TRIALS = pa.schema(
         ("model_size_bytes", pa.int64()),
         ("baseline_size_bytes", pa.int64()),
         ("size_reduction", pa.float64()),
-        # bytes inference with this model needed above what the process held before the model existed;
-        # peak_mem_kind says how: rss_hwm_delta_isolated (CPU, a fresh child process), cuda_max_allocated_delta,
-        # mps_sampled_allocated_delta (README: "What is measured")
-        ("peak_mem_bytes", pa.int64()),
-        ("peak_mem_kind", pa.string()),
         ("model_mem_bytes", pa.int64()),  # v3: bytes of the quantized model's tensors as resident
         # where it ran
         ("hw_class", pa.string()),
@@ -121,34 +117,15 @@ TRIALS = pa.schema(
         ("runtime", pa.string()),  # torch, ctranslate2, whispercpp
         ("front_end", pa.string()),  # what computed the log-mel features: transformers, whisper.cpp
         ("artifact_bytes", pa.int64()),  # bytes of the deployed files on disk (NULL for torch modules)
-        # seconds by whisper.cpp's own timers over the first timed pass (load: the model's, once)
-        ("runtime_load_s", pa.float64()),
-        ("runtime_mel_s", pa.float64()),
-        ("runtime_sample_s", pa.float64()),
-        ("runtime_encode_s", pa.float64()),
-        ("runtime_decode_s", pa.float64()),
-        ("runtime_batchd_s", pa.float64()),
-        ("runtime_prompt_s", pa.float64()),
-        # (issue 9) simulated quantization, analytic costs (README "Analytic costs"), drift from the float model
+        # (issue 9) simulated quantization, and what the batch-1 pass ran (for the analytic costs)
         ("simulated", pa.bool_()),  # values rounded to the grid but stored and computed in float32 (ptq)
-        ("analytic_size_bytes", pa.int64()),  # analytic packed size: bits × params + scales/zeros
         ("encoder_windows", pa.int64()),  # encoder windows run in the batch-1 pass
         ("decoded_tokens", pa.int64()),  # decoder steps run in the batch-1 pass
-        ("bops", pa.int64()),  # analytic bit operations of Linear/Conv1d layers over the batch-1 pass
-        ("mem_io_bytes", pa.int64()),  # analytic weight + activation bytes moved over the batch-1 pass
-        ("kl_to_baseline", pa.float64()),  # mean per-token KL(float ‖ quantized), nats, teacher-forced
-        ("top1_agreement", pa.float64()),  # share of those tokens whose argmax agrees with the float model's
-        ("kl_tokens", pa.int64()),  # tokens the KL is averaged over
-        ("kl_null_reason", pa.string()),  # why kl_to_baseline is NULL
         # (issue 13) the phases of a trial's wall (seconds): the floor is load (once per worker), quantize
-        # (once per trial, calibration included), warm-up and timed passes; the rest is measured beside it
+        # (once per trial, calibration included), warm-up and timed passes; each metric's own `<metric>_s` is
+        # what was measured beside it (workers/metrics)
         ("warmup_s", pa.float64()),  # the untimed warm-up pass
         ("timed_s", pa.float64()),  # wall of the timed passes (rtf is their compute seconds / audio seconds)
-        ("memory_s", pa.float64()),  # reading memory (inline: next to nothing; isolated: the child's pass)
-        ("drift_s", pa.float64()),  # the float reference (first trial of a node) and the teacher-forced pass
-        ("costs_s", pa.float64()),  # the analytic BOPs and memory I/O
-        ("peak_mem_null_reason", pa.string()),  # why peak_mem_bytes is NULL (off, unsupported, or failed)
-        ("cost_null_reason", pa.string()),  # why bops / mem_io_bytes are NULL
     ]
 )
 
@@ -237,6 +214,31 @@ STATS = pa.schema(
 )
 
 TABLES = {"trials": TRIALS, "utterances": UTTERANCES, "scores": SCORES, "run_scores": RUN_SCORES, "stats": STATS}
+# Columns added by their owners (a metric in workers/metrics, a runtime's own timers), by table: name -> owner.
+OWNED: dict[str, dict[str, str]] = {table: {} for table in TABLES}
+# Registered trials columns that the leaderboard view carries (results/sql/leaderboard.sql `{metric_columns}`).
+LEADERBOARD_COLUMNS: list[str] = []
+
+
+def register_columns(table: str, fields: list[pa.Field], owner: str, leaderboard: bool = False) -> None:
+    """Add `owner`'s columns to `table` (idempotent); a name already taken with another type or owner is refused.
+
+    Every process that writes or rewrites rows registers them first (workers.metrics and workers.backends do
+    on import); readers union each file's own columns with these, so a column is never dropped by a process
+    that did not register it.
+    """
+    schema = TABLES[table]
+    for f in fields:
+        if f.name in schema.names:
+            if schema.field(f.name).type != f.type or OWNED[table].get(f.name, owner) != owner:
+                raise ValueError(f"{table}.{f.name}: registered by {OWNED[table].get(f.name, 'the core schema')} "
+                                 f"as {schema.field(f.name).type}, {owner} asks for {f.type}")
+            continue
+        schema = schema.append(f)
+        OWNED[table][f.name] = owner
+        if leaderboard:
+            LEADERBOARD_COLUMNS.append(f.name)
+    TABLES[table] = schema
 
 # What makes a row unique in each table: compaction keeps one row per key, views dedupe on it.
 KEYS = {
@@ -246,6 +248,12 @@ KEYS = {
     "run_scores": ("scoring", "run_id"),
     "stats": ("run_id", "scoring", "baseline_run_id", "baseline_scoring", "resamples", "seed"),
 }
+
+
+def with_columns_of(table: str, found: pa.Schema) -> pa.Schema:
+    """`table`'s schema plus the columns a file has that this process has not registered: kept, never dropped."""
+    schema = TABLES[table]
+    return pa.schema(list(schema) + [f for f in found if f.name not in schema.names])
 
 
 def table_from_rows(table: str, rows: list[dict]) -> pa.Table:

@@ -17,7 +17,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from results.schema import KEYS, STATUSES, TABLES, table_from_rows
+from results.schema import KEYS, STATUSES, TABLES, table_from_rows, with_columns_of
 
 # Layout (Hive partitions, so DuckDB prunes by table and sweep):
 #   <root>/table=trials/sweep=<sweep>/<trial_id>.parquet
@@ -176,7 +176,8 @@ class Store:
             selector = pafs.FileSelector(directory, recursive=True)
             files = [f.path for f in fs.get_file_info(selector) if f.path.endswith(".parquet")]
             try:
-                dataset = ds.dataset(files, schema=schema, filesystem=fs, format="parquet")
+                found = ds.dataset(files[:1], filesystem=fs, format="parquet").schema
+                dataset = ds.dataset(files, schema=with_columns_of(table, found), filesystem=fs, format="parquet")
                 return dataset.to_table(columns=columns)
             except FileNotFoundError:  # compaction merged and removed a file after we listed it: list again
                 if attempt == READ_ATTEMPTS - 1:
@@ -256,7 +257,7 @@ class Store:
         con.register("merged", pa.concat_tables(parts))
         keys = ", ".join(KEYS[table])
         rows = con.sql(f"SELECT * FROM merged QUALIFY row_number() OVER (PARTITION BY {keys}) = 1").to_arrow_table()
-        return rows.cast(TABLES[table])
+        return rows.cast(with_columns_of(table, rows.schema))
 
 
 def read_conformed(table: str, paths: list[Path]) -> pa.Table:
@@ -270,10 +271,10 @@ def read_conformed(table: str, paths: list[Path]) -> pa.Table:
             parts.append(pq.ParquetFile(path).read(use_threads=False))
         except FileNotFoundError:
             continue
-    schema = TABLES[table]
     if not parts:
-        return schema.empty_table()
+        return TABLES[table].empty_table()
     rows = pa.concat_tables(parts, promote_options="permissive")
+    schema = with_columns_of(table, rows.schema)
     # one chunk per column: a table of a thousand tiny chunks is slow to send between processes and to scan
     rows = rows.combine_chunks()
     return pa.table({f.name: rows[f.name].cast(f.type) if f.name in rows.column_names

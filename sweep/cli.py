@@ -1,4 +1,5 @@
-"""CLI room: `quantsweep` run, plan, status, query, schema, head/worker/cluster, workers (results commands in results_cli)."""
+"""CLI room for sweeps: `quantsweep` run, plan, status, query, schema, head/worker/cluster, workers (the app is
+sweep/app.py; the results commands are sweep/results_cli.py, imported here so that `sweep.cli:app` has them all)."""
 from __future__ import annotations
 
 import json
@@ -11,17 +12,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from results.queries import QueryError, connect as connect_results, query as run_query
 from results.render import render
 from results.store import Store
+from sweep.app import DEFAULT_RESULTS, app, console
 from sweep.plan import Plan, diff, expand
 from sweep.spec import Spec, SpecError, json_schema, load_spec
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console(stderr=True)
-DEFAULT_RESULTS = "runs"
 
 
 def _spec_or_exit(path: Path) -> Spec:
@@ -306,12 +304,9 @@ def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
         raise typer.Exit(2)
 
 
-from sweep import results_cli  # noqa: E402  (last: it registers its commands on `app` above)
+# Last, so that `quantsweep --help` lists the sweep commands first; it imports sweep.app only, not this module.
+from sweep import results_cli  # noqa: E402
 
 if __name__ == "__main__":
-    # `python -m sweep.cli` runs this file as __main__, a second copy of the module; run the imported
-    # sweep.cli's app, the one sweep.results_cli registered its commands on.
-    from sweep.cli import app as cli_app
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    cli_app()
+    app()

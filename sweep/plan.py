@@ -15,7 +15,7 @@ from workers.device import HW_CLASSES, Device
 from workers.evaluate import MEASUREMENT_CHOICES, EvalConfig
 from workers.models import ModelConfig
 from workers.models.families import ModelUnavailable, family_of, with_family_defaults
-from workers.quantizers import quantizer_for
+from workers.backends import library_for
 from workers.trial import Trial
 
 # A trial needing calibration names a dataset by `calibration_dataset`; these exist without being declared.
@@ -140,7 +140,7 @@ def _resolved_models(spec: Spec, source: str) -> list[ModelConfig]:
 
 def support_reason(trial: Trial) -> str | None:
     """The support matrix: the model's family, the target class and the model's shapes; chip targets on the worker."""
-    quantizer = quantizer_for(trial.quantization)
+    quantizer = library_for(trial.quantization)
     reason = quantizer.supports_family(trial.model.family)
     if reason:
         return reason

@@ -1,4 +1,4 @@
-"""CLI room for results: `quantsweep leaderboard`, `compact`, `rescore`, `report` (registered on sweep.cli's app)."""
+"""CLI room for results: `quantsweep leaderboard`, `compact`, `rescore`, `report` (registered on sweep/app.py's app)."""
 from __future__ import annotations
 
 import sys
@@ -14,7 +14,7 @@ from results.statcache import fill
 from results.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from results.store import Store
 from results.tables import BUILDERS, PRESETS, VIEWS
-from sweep.cli import DEFAULT_RESULTS, app, console
+from sweep.app import DEFAULT_RESULTS, app, console
 
 
 command = app.command()

@@ -12,7 +12,7 @@ from workers.datasets import DatasetConfig
 from workers.device import HW_CLASSES
 from workers.evaluate import EvalConfig
 from workers.models import ModelConfig
-from workers.quantizers import QuantizationConfig
+from workers.backends import QuantizationConfig
 
 EXCLUDE_KEYS = ("model", "quantization", "library", "scheme", "dataset", "hardware")
 
@@ -137,14 +137,14 @@ def _library_at(data: Any, loc: tuple[Any, ...]) -> str | None:
 
 def parse_spec(data: Any, source: str = "<spec>") -> Spec:
     """Validate a loaded YAML document; raise SpecError listing every problem with its path."""
-    from workers.quantizers import QUANTIZERS
+    from workers.backends import LIBRARIES
 
     if not isinstance(data, dict):
         raise SpecError(source, ["(top level): a sweep spec is a mapping with keys sweep, models, quantization, datasets"])
     try:
         return Spec.model_validate(data)
     except ValidationError as exc:
-        problems = [_problem(e, data, set(QUANTIZERS)) for e in exc.errors()]
+        problems = [_problem(e, data, set(LIBRARIES)) for e in exc.errors()]
         raise SpecError(source, problems) from None
 
 

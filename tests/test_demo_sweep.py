@@ -9,7 +9,7 @@ import pytest
 
 from conftest import quantsweep
 from results.store import Store
-from workers.memory import TORCH_INLINE_KIND
+from workers.process_memory import TORCH_INLINE_KIND
 
 # fp32 tiny.en greedy on the 14 sample clips (see test_evaluate for the measured value).
 FP32_WER_BOUNDS = (0.03, 0.12)

@@ -13,7 +13,7 @@ import soxr
 
 from conftest import quantsweep, write_spec
 from sweep.spec import parse_spec
-from workers.dataset_presets import OPEN_ASR, PRESETS
+from workers.datasets.presets import OPEN_ASR, PRESETS
 from workers.datasets import DatasetConfig, DatasetError, load_utterances
 
 CARDS = sorted(Path("/usr/share/pocketsphinx/test/data/cards").glob("*.wav"))

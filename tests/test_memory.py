@@ -10,7 +10,7 @@ from torch import nn
 from conftest import quantsweep, write_spec
 from results.store import Store
 from workers.isolation import ChildTimedOut, run_isolated
-from workers.memory import TORCH_INLINE_KIND, model_mem_bytes
+from workers.process_memory import TORCH_INLINE_KIND, model_mem_bytes
 from workers.models import ModelConfig, load_model
 
 

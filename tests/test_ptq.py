@@ -13,15 +13,16 @@ from results.store import Store
 from results.tables import megabytes, number, seed003, tera
 from sweep.plan import expand
 from sweep.spec import SpecError, parse_spec
-from workers.costs import Site, analytic_size_bytes, costs, whisper_sites
+from workers.metrics.costs import Site, analytic_size_bytes, costs, whisper_sites
 from workers.device import Device
-from workers.drift import drift_columns
+from workers.metrics.drift import drift_columns, kept_reference
 from workers.hardware import probe
-from workers.quantizers.base import LayerBits, Modules, selected_linears
-from workers.quantizers.ptq import PtqConfig, PtqQuantizer
-from workers.quantizers.ptq.gptq import gptq
-from workers.quantizers.ptq.grid import Grid
-from workers.trial import Trial, TrialOutcome, WorkerCache, _quantize, run_trial
+from workers.backends.base import LayerBits, Modules, selected_linears
+from workers.backends.torch.ptq import PtqConfig, PtqQuantizer
+from workers.backends.torch.ptq.gptq import gptq
+from workers.backends.torch.ptq.grid import Grid
+from workers.deploy import quantize
+from workers.trial import Trial, TrialOutcome, WorkerCache, run_trial
 
 CPU = Device("x86-cpu")
 SPEC = {
@@ -81,10 +82,10 @@ def kl(trial: Trial, cache: WorkerCache) -> float:
 def _kl(trial: Trial, cache: WorkerCache) -> float:
     loaded, _ = cache.model(trial.model)
     calibration = cache.utterances(trial.calibration) if trial.calibration else None
-    quantized = _quantize(trial, CPU, loaded, calibration)
+    quantized = quantize(trial, CPU, loaded, calibration)
     utterances = cache.utterances(trial.dataset)
-    return drift_columns(cache.reference(trial, loaded, CPU), "whisper", quantized.model, loaded.processor,
-                         utterances)["kl_to_baseline"]
+    return drift_columns(kept_reference(cache, trial, loaded, CPU, utterances), "whisper", quantized.model,
+                         loaded.processor, utterances)["kl_to_baseline"]
 
 
 def test_fp32_against_itself_has_no_drift_and_rows_carry_the_new_columns(rows: dict[str, dict],
@@ -93,7 +94,7 @@ def test_fp32_against_itself_has_no_drift_and_rows_carry_the_new_columns(rows: d
     assert fp32["status"] == "ok", fp32.get("error")
     assert smooth["status"] == "ok", smooth.get("error")
     assert fp32["kl_to_baseline"] == 0 and fp32["top1_agreement"] == 1 and fp32["kl_tokens"] > 6
-    assert len(cache.references) == 1  # the float reference is computed once per worker, for both trials
+    assert len(cache.kept["drift"]) == 1  # the float reference is computed once per worker, for both trials
     assert 0 < smooth["kl_to_baseline"] < 0.5 and smooth["top1_agreement"] > 0.9
     assert smooth["simulated"] is True and fp32["simulated"] is None
     assert smooth["calibration_dataset"] == "samples-calibration" and smooth["calibrate_s"] > 0

@@ -14,8 +14,8 @@ from torch import nn
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from workers.device import Device
-from workers.quantizers import QUANTIZERS, QuantizationConfig, quantizer_for
-from workers.quantizers.base import Modules, QuantConfig, selected_linears
+from workers.backends import LIBRARIES, QuantizationConfig, library_for
+from workers.backends.base import Modules, QuantConfig, selected_linears
 
 CPU = Device("x86-cpu")
 CUDA = Device("cuda", "cuda:0", simulated=True)
@@ -110,7 +110,7 @@ def two_passes(features: torch.Tensor):
 @pytest.mark.parametrize("spec", CPU_SPECS, ids=lambda spec: parse(spec).label())
 def test_quantizes_whisper_on_the_cpu(spec, whisper, features):
     config = parse(spec)
-    quantizer = quantizer_for(config)
+    quantizer = library_for(config)
     assert quantizer.supports(CPU) is None
     selected = {name: layer.weight.detach().clone() for name, layer in selected_linears(whisper, config.modules)}
     assert "proj_out" not in selected
@@ -140,7 +140,7 @@ def test_quantizes_whisper_on_the_cpu(spec, whisper, features):
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
 def test_none_baselines_only_change_dtype(dtype, whisper, features):
     config = parse({"library": "none", "dtype": dtype})
-    result = quantizer_for(config).quantize(copy.deepcopy(whisper), CPU)
+    result = library_for(config).quantize(copy.deepcopy(whisper), CPU)
     assert result.quantized_modules == 0
     size, fp32_size = serialized_bytes(result.model), serialized_bytes(whisper)
     assert size == fp32_size if dtype == "fp32" else size < fp32_size
@@ -152,7 +152,7 @@ def test_int8_weights_stay_close_and_fewer_bits_stray_further(whisper):
     name, layer = next(selected_linears(whisper, Modules()))
     errors = {}
     for bits in (8, 4, 2):
-        quantizer = quantizer_for(parse({"library": "hqq", "weight_bits": bits}))
+        quantizer = library_for(parse({"library": "hqq", "weight_bits": bits}))
         model = quantizer.quantize(copy.deepcopy(whisper), CPU).model
         weight = effective_weight(model.get_submodule(name), layer.in_features)
         errors[bits] = ((weight - layer.weight).norm() / layer.weight.norm()).item()
@@ -192,7 +192,7 @@ SUPPORT = {
 @pytest.mark.parametrize("case", SUPPORT, ids=str)
 def test_support_matrix_on_simulated_devices(case):
     spec, expected = SUPPORT[case]
-    quantizer = quantizer_for(parse(spec))
+    quantizer = library_for(parse(spec))
     for device, runs in expected.items():
         reason = quantizer.supports(device)
         if runs:
@@ -205,21 +205,21 @@ def test_runtimes_that_run_whisper_only_refuse_other_families_and_torch_librarie
     from workers.models.families import FAMILIES
 
     for library in ("ggml", "ctranslate2"):
-        quantizer = quantizer_for(parse({"library": library}))
+        quantizer = library_for(parse({"library": library}))
         assert quantizer.supports_family("whisper") is None
         assert quantizer.supports_family("ctc") == f"{library} runs whisper models only, not ctc"
     for library in ("none", "torch", "torchao", "hqq", "bnb", "quanto"):
-        assert all(quantizer_for(parse({"library": library})).supports_family(f) is None for f in FAMILIES)
+        assert all(library_for(parse({"library": library})).supports_family(f) is None for f in FAMILIES)
 
 
 def test_registry_covers_every_config():
     # The test plugin (tests/plugins/trials.py) adds `probe`; the product ships these (two of them exporters).
-    assert set(QUANTIZERS) - {"probe"} == {"none", "torch", "torchao", "hqq", "bnb", "quanto", "ptq", "ggml",
+    assert set(LIBRARIES) - {"probe"} == {"none", "torch", "torchao", "hqq", "bnb", "quanto", "ptq", "ggml",
                                            "ctranslate2"}
-    for library, quantizer in QUANTIZERS.items():
+    for library, quantizer in LIBRARIES.items():
         config = parse({"library": library})
         assert isinstance(config, quantizer.config_type) and isinstance(config, QuantConfig)
-        assert type(quantizer_for(config)) is quantizer
+        assert type(library_for(config)) is quantizer
         assert config.label() and config.describe().scheme
 
 
@@ -229,11 +229,11 @@ def test_configs_and_support_do_not_import_the_libraries():
         "import sys\n"
         "from pydantic import TypeAdapter\n"
         "from workers.device import Device\n"
-        "from workers.quantizers import QUANTIZERS, QuantizationConfig, quantizer_for\n"
-        "for library in QUANTIZERS:\n"
+        "from workers.backends import LIBRARIES, QuantizationConfig, library_for\n"
+        "for library in LIBRARIES:\n"
         "    config = TypeAdapter(QuantizationConfig).validate_python({'library': library})\n"
         "    for hw in ('cuda', 'apple', 'x86-cpu', 'arm-cpu'):\n"
-        "        quantizer_for(config).supports(Device(hw))\n"
+        "        library_for(config).supports(Device(hw))\n"
         "print(sorted(m for m in ('torchao', 'hqq', 'bitsandbytes', 'optimum.quanto') if m in sys.modules))\n"
     )
     root = Path(__file__).parents[1]
@@ -295,7 +295,7 @@ def test_spec_names_round_trip():
 def test_include_patterns_select_only_the_named_layers(library, whisper):
     config = parse({"library": library, "modules": {"include": ["*fc1"]}})
     model = copy.deepcopy(whisper)
-    result = quantizer_for(config).quantize(model, CPU)
+    result = library_for(config).quantize(model, CPU)
     fc1 = [name for name, _ in whisper.named_modules() if name.endswith("fc1")]
     assert result.quantized_modules == len(fc1) == 4
     untouched = [name for name, m in whisper.named_modules() if isinstance(m, nn.Linear) and name not in fc1]
@@ -306,7 +306,7 @@ def test_include_patterns_select_only_the_named_layers(library, whisper):
 
 def test_exclude_patterns_keep_layers_out(whisper):
     config = parse({"library": "hqq", "modules": {"exclude": ["proj_out", "model.encoder.*"]}})
-    result = quantizer_for(config).quantize(copy.deepcopy(whisper), CPU)
+    result = library_for(config).quantize(copy.deepcopy(whisper), CPU)
     linears = [n for n, m in whisper.named_modules() if isinstance(m, nn.Linear)]
     assert result.quantized_modules == len([n for n in linears if n.startswith("model.decoder.")]) == 20
     encoder = [n for n in linears if n.startswith("model.encoder.")]
@@ -320,7 +320,7 @@ def test_quanto_static_activations_take_their_scales_from_calibration(whisper, f
     assert config.needs_calibration() and config.describe().dynamic is False
     assert (config.calibration_dataset, config.calibration_utterances) == ("samples-calibration", 8)
     calibrate, calls = two_passes(features)
-    model = quantizer_for(config).quantize(copy.deepcopy(whisper), CPU, calibrate).model
+    model = library_for(config).quantize(copy.deepcopy(whisper), CPU, calibrate).model
 
     assert len(calls) == 2
     qmodules = [m for m in model.modules() if isinstance(m, QModuleMixin)]
@@ -331,6 +331,6 @@ def test_quanto_static_activations_take_their_scales_from_calibration(whisper, f
 
 
 def test_quanto_static_activations_without_calibrate_fail(whisper):
-    quantizer = quantizer_for(parse({"library": "quanto", "activations": "int8"}))
+    quantizer = library_for(parse({"library": "quanto", "activations": "int8"}))
     with pytest.raises(ValueError, match="calibrate"):
         quantizer.quantize(copy.deepcopy(whisper), CPU)

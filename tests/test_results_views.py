@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from results.queries import connect, fetch
-from results.schema import SCHEMA_VERSION, TRIALS
+from results.schema import SCHEMA_VERSION, TABLES
 from results.statcache import fill
 from results.stats import paired_delta, resample_counts, wer_interval
 from results.store import Store
@@ -203,8 +203,8 @@ def test_older_schema_version_files_are_read(tmp_path: Path) -> None:
     row = trial_row("s", "old", "old-run", "m", "x86-cpu", "d", QUANTIZATIONS[1], rows, rng, START)
     store.write_trial("s", "old", row, [{**u, "schema_version": 1} for u in rows])
     # what a v1 writer left: the trials file without the column v2 added
-    v1 = pa.schema([f for f in TRIALS if f.name != "latency_cv"])
-    assert len(v1) == len(TRIALS) - 1
+    v1 = pa.schema([f for f in TABLES["trials"] if f.name != "latency_cv"])
+    assert len(v1) == len(TABLES["trials"]) - 1
     pq.write_table(pa.Table.from_pylist([{**row, "schema_version": 1}], schema=v1),
                    tmp_path / "results/table=trials/sweep=s/old.ok.parquet")  # replaces the v2 file
     con = connect(store)
@@ -217,7 +217,7 @@ def test_older_schema_version_files_are_read(tmp_path: Path) -> None:
     assert store.read("trials", "s").num_rows == 2
     store.compact()  # the part file holds the v1 row as it was, in the current schema
     part = pq.read_table(next((tmp_path / "results/table=trials/sweep=s").glob("part-*.parquet")))
-    assert part.schema == TRIALS
+    assert part.schema == TABLES["trials"]
     assert sorted(zip(part["trial_id"].to_pylist(), part["schema_version"].to_pylist())) == [
         ("old", 1), ("s-m-x86-cpu-d-fp32", SCHEMA_VERSION)]
     assert fetch(connect(store), "SELECT schema_version, wer FROM trials WHERE trial_id = 'old'")[1] == [

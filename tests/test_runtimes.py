@@ -19,7 +19,7 @@ from sweep.plan import expand
 from sweep.spec import load_spec
 from workers.datasets import DatasetConfig, load_utterances
 from workers.models import LoadedModel, ModelConfig, load_model
-from workers.quantizers.base import Artifact
+from workers.backends.base import Artifact
 
 UTTERANCES = 4
 SPEC = {
@@ -56,7 +56,7 @@ def tiny() -> LoadedModel:
 @pytest.fixture(scope="module")
 def ct2_int8(tiny: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     """tiny.en converted by the exporter (CTranslate2's own converter), apart from the sweep's."""
-    from workers.quantizers.ctranslate2 import CTranslate2Config, CTranslate2Exporter
+    from workers.backends.ctranslate2.export import CTranslate2Config, CTranslate2Exporter
 
     return CTranslate2Exporter(CTranslate2Config(compute_type="int8")).export(tiny, tmp_path_factory.mktemp("ct2"))
 
@@ -104,7 +104,7 @@ def test_crash_in_the_child_is_one_failed_row_and_the_sweep_goes_on(sweep: tuple
 
 def test_artifact_bytes_are_the_files_on_disk(sweep: tuple[Path, dict], tiny: LoadedModel, ct2_int8: Artifact,
                                              tmp_path: Path) -> None:
-    from workers.quantizers.ggml import GgmlConfig, GgmlExporter
+    from workers.backends.ggml.export import GgmlConfig, GgmlExporter
 
     _, rows = sweep
     ggml = GgmlExporter(GgmlConfig(type="q8_0")).export(tiny, tmp_path)
@@ -163,7 +163,7 @@ def test_ladder_orders_every_runtime_by_rtf_with_identity_against_torch_fp32(swe
 
 def test_int8_ctranslate2_directory_as_a_model_source_is_dequantized(tiny: LoadedModel, ct2_int8: Artifact,
                                                                       tmp_path: Path) -> None:
-    from workers.models.ctranslate2 import convert_ctranslate2
+    from workers.models.ct2_checkpoint import convert_ctranslate2
 
     converted = load_model(ModelConfig(name="int8", local=str(convert_ctranslate2(ct2_int8.path, tmp_path / "hf"))))
     reference, got = tiny.model.state_dict(), converted.model.state_dict()

@@ -1,6 +1,6 @@
 """Plugin room: modules named in QUANTSWEEP_PLUGINS are imported before the registries are read.
 
-A plugin registers quantizers (workers.quantizers.register) and model families (FAMILIES) of its own; the
+A plugin registers quantizers (workers.backends.register) and model families (FAMILIES) of its own; the
 test suite and the scheduler benchmark use this for no-op and crashing trials. Every process that builds or
 runs trials (the driver and each Ray worker) imports the same plugins, since they inherit the variable.
 """

@@ -19,8 +19,8 @@ WITH board AS (
         t.timing_repeats, b.baseline_rtf / t.rtf AS speedup,
         t.model_size_bytes, coalesce(t.baseline_size_bytes, b.baseline_model_size_bytes) AS baseline_size_bytes,
         1 - t.model_size_bytes / coalesce(t.baseline_size_bytes, b.baseline_model_size_bytes) AS size_reduction,
-        t.quantized_param_share, t.peak_mem_bytes, t.peak_mem_kind, t.runtime, t.front_end, t.artifact_bytes,
-        t.kl_to_baseline, t.top1_agreement, t.bops, t.mem_io_bytes, t.analytic_size_bytes, t.simulated,
+        t.quantized_param_share, t.runtime, t.front_end, t.artifact_bytes, t.simulated,
+        {t.metric_columns}
         t.library = 'none' AND t.scheme = 'fp32' AS is_baseline,
         t.n_utterances, x.n_paired, s.ref_words, t.audio_seconds, s.scoring, s.normalizer,
         t.threads, t.batch_size, t.hw_chip, t.host, t.sweep, t.trial_id, t.run_id,
@@ -58,8 +58,8 @@ SELECT
     wer, wer_ci_low, wer_ci_high, cer, delta_wer, delta_wer_ci_low, delta_wer_ci_high, delta_wer_p, significant,
     qoi, meets_99pct, identical_rate, rtf, rtf_cv, latency_p50_s, latency_p90_s, latency_cv, timing_exclusive,
     timing_noisy, timing_repeats, speedup, model_size_bytes, baseline_size_bytes, size_reduction,
-    quantized_param_share, peak_mem_bytes, peak_mem_kind, runtime, front_end, artifact_bytes,
-    kl_to_baseline, top1_agreement, bops, mem_io_bytes, analytic_size_bytes, simulated,
+    quantized_param_share, runtime, front_end, artifact_bytes, simulated,
+    {metric_columns}
     coalesce(size_step IS NOT NULL AND (best_wer_smaller IS NULL OR wer < best_wer_smaller)
              AND wer <= best_wer_same_size, false) AS on_pareto_size,
     coalesce(rtf_step IS NOT NULL AND (best_wer_faster IS NULL OR wer < best_wer_faster)

@@ -21,8 +21,8 @@ from workers.device import Device
 from workers.evaluate import EvalConfig, StageTimes
 from workers.models import ModelConfig
 from workers.models.families import FAMILIES, Whisper
-from workers.quantizers import register
-from workers.quantizers.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, count_params
+from workers.backends import register
+from workers.backends.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, count_params
 
 
 class TinyWhisper(Whisper):

@@ -77,7 +77,7 @@ def transformers_dir(config: ModelConfig) -> str:
 
         return str(packaged_model_dir(config.packaged, cache_root()))
     if kind == "ctranslate2":
-        from workers.models.ctranslate2 import cached_conversion
+        from workers.models.ct2_checkpoint import cached_conversion
 
         return str(cached_conversion(Path(config.ctranslate2), cache_root()))
     if kind == "local" and not Path(config.local).is_dir():

@@ -15,7 +15,7 @@ from workers.models.whisper import Whisper
 if TYPE_CHECKING:
     from workers.evaluate import EvalConfig, Transcriber
     from workers.models import ModelConfig
-    from workers.quantizers.base import QuantConfig
+    from workers.backends.base import QuantConfig
 
 
 class Family(Protocol):

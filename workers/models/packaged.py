@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.models.ctranslate2 import MODEL_BIN, cached_conversion, content_sample, join_parts
+from workers.models.ct2_checkpoint import MODEL_BIN, cached_conversion, content_sample, join_parts
 
 log = logging.getLogger(__name__)
 

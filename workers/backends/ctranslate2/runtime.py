@@ -15,8 +15,8 @@ import numpy as np
 from workers.datasets import Utterance
 from workers.evaluate import SAMPLING_RATE, EvalConfig, Evaluation, StageTimes, evaluate
 from workers.models.whisper import WINDOW_S
-from workers.quantizers.base import Artifact
-from workers.runtimes.base import OnTimed, Target
+from workers.backends.base import Artifact
+from workers.backends.base import OnTimed, Target
 
 if TYPE_CHECKING:
     from workers.models import LoadedModel
@@ -84,6 +84,7 @@ def generate_options(config: EvalConfig, prompt_tokens: int) -> dict[str, Any]:
 class CTranslate2Runtime:
     name = "ctranslate2"
     front_end = "transformers"  # WhisperFeatureExtractor of the model's processor
+    columns = ()  # no trials columns of its own
 
     def transcriber(self, deployable: Artifact, loaded: LoadedModel, target: Target) -> CTranslate2Transcriber:
         return CTranslate2Transcriber(deployable, loaded.processor, target)

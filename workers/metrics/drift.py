@@ -1,24 +1,35 @@
-"""Drift room: how far a quantized model's next-token distributions are from its float model's (KL, top-1).
+"""Drift metric (`eval.drift: on | off`): how far a quantized model's next-token distributions are from its float model's (KL, top-1).
 
 The float model transcribes each utterance greedily once per worker (its `Reference`); every quantized
 model is then teacher-forced on those token ids, so both predict the same positions from the same history.
 """
 from __future__ import annotations
 
+import copy
 import fcntl
+import hashlib
+import importlib.metadata
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch import nn
 
 from workers.datasets import Utterance
 from workers.evaluate import SAMPLING_RATE, EvalConfig
+from workers.metrics.base import Tracker, TrialContext
 from workers.models import cache_root
 from workers.models.whisper import WINDOW_S
+
+if TYPE_CHECKING:
+    from workers.device import Device
+    from workers.models import LoadedModel
+    from workers.trial import Trial, WorkerCache
 
 
 class TeacherForcing(Protocol):
@@ -127,3 +138,48 @@ def drift_columns(ref: Reference, family: str, model: nn.Module | None, processo
             agree += int((p_log.argmax(-1) == q_log.argmax(-1)).sum())
             tokens += len(p_log)
     return {"kl_to_baseline": kl_sum / tokens, "top1_agreement": agree / tokens, "kl_tokens": tokens}
+
+
+# The eval settings a float reference transcript depends on (not timing or what else is measured).
+REFERENCE_EVAL = {"num_beams", "max_new_tokens", "max_utterances"}
+
+
+class DriftTracker(Tracker):
+    """KL and top-1 agreement of the quantized model's next-token distributions against the float model's."""
+
+    name = "drift"
+    null_reason = "kl_null_reason"
+    columns = (
+        pa.field("kl_to_baseline", pa.float64()),  # mean per-token KL(float ‖ quantized), nats, teacher-forced
+        pa.field("top1_agreement", pa.float64()),  # share of those tokens whose argmax agrees with the float model's
+        pa.field("kl_tokens", pa.int64()),  # tokens the KL is averaged over
+        pa.field("kl_null_reason", pa.string()),  # why kl_to_baseline is NULL
+    )
+
+    def measure(self) -> dict[str, Any]:
+        ctx = self.context
+        if ctx.module is None:
+            return {self.null_reason: f"the {ctx.runtime.name} runtime exposes no logits to compare"}
+        ref = kept_reference(ctx.cache, ctx.trial, ctx.loaded, ctx.device, ctx.utterances)
+        return drift_columns(ref, ctx.loaded.family, ctx.module, ctx.loaded.processor, ctx.utterances)
+
+
+def kept_reference(cache: WorkerCache, trial: Trial, loaded: LoadedModel, device: Device,
+                   utterances: Sequence[Utterance]) -> Reference:
+    """The float model's greedy ids and log-probs on the trial's device: once per node, kept by the worker."""
+    kept: dict[tuple, Reference] = cache.kept.setdefault(DriftTracker.name, {})
+    key = (trial.model, trial.dataset, trial.eval, device.torch_device)
+    if key not in kept:
+        def compute() -> Reference:
+            model = loaded.model if device.is_cpu else copy.deepcopy(loaded.model).to(device.torch_device)
+            return reference(loaded.family, model, loaded.processor, utterances, trial.eval, trial.dataset.language)
+
+        digest = hashlib.sha256(json.dumps([
+            trial.model.model_dump(mode="json"), trial.dataset.model_dump(mode="json"),
+            trial.eval.model_dump(mode="json", include=REFERENCE_EVAL), device.torch_device,
+            importlib.metadata.version("quantsweep")]).encode()).hexdigest()[:20]
+        kept[key] = on_node(digest, compute)
+    return kept[key]
+
+
+TRACKER = DriftTracker

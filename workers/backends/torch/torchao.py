@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from workers.device import Device
-from workers.quantizers.base import (
+from workers.backends.base import (
     Calibrate,
     Description,
     QuantConfig,

@@ -1,13 +1,6 @@
-"""Memory room: how much memory inference with a quantized model needs on its device, and its tensors' bytes.
-
-CPU, `eval.memory: inline` (the default): read around the trial's own timed passes, at no extra work. A torch
-model's figure is its tensors' bytes (already resident before the passes) plus the resident-set high-water
-mark of the timed passes above the resident set when they began (activations, caches, workspaces); a runtime
-that opens its artifact in the worker (CTranslate2) is measured from before it opened the artifact to the
-passes' high-water mark. `eval.memory: isolated`: a fresh child process (workers/isolation.py) that holds
-nothing but this trial's model loads, quantizes and infers again. CUDA: the allocator's peak minus what was
-allocated before the trial's model existed. MPS has no peak counter: the allocation is sampled during
-inference. `peak_mem_kind` names which of these a row holds; `peak_mem_null_reason` why a row has none.
+"""Process memory room: the instruments of the memory metric (workers/metrics/memory.py), also read by runtimes
+that measure in their own child: the resident set and its high-water mark, glibc's allocator settings, the
+bytes of a model's tensors, and the GPU allocators' peaks.
 """
 from __future__ import annotations
 
@@ -151,9 +144,9 @@ def _flatten(value: Any) -> Iterator[Any]:
 
 
 @contextmanager
-def device_peak(device: str, allocated_before: int) -> Iterator[dict[str, Any]]:
-    """Peak memory of the block on a GPU, above `allocated_before` (what was allocated before the model existed)."""
-    result: dict[str, Any] = {}
+def device_peak(device: str, allocated_before: int, result: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Peak memory of the block on a GPU, above `allocated_before` (what was allocated before the model existed),
+    into `result` as the block ends."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from workers.device import Device
-from workers.quantizers.base import (
+from workers.backends.base import (
     Calibrate,
     Description,
     LayerBits,
@@ -19,10 +19,10 @@ from workers.quantizers.base import (
     count_params,
     selected_linears,
 )
-from workers.quantizers.ptq.grid import Grid, fake_quant_tokens
-from workers.quantizers.ptq.gptq import gptq
-from workers.quantizers.ptq.observe import Inputs, observe
-from workers.quantizers.ptq.transforms import Transform, awq_scale, random_hadamard, smoothquant_scale
+from workers.backends.torch.ptq.grid import Grid, fake_quant_tokens
+from workers.backends.torch.ptq.gptq import gptq
+from workers.backends.torch.ptq.observe import Inputs, observe
+from workers.backends.torch.ptq.transforms import Transform, awq_scale, random_hadamard, smoothquant_scale
 
 METHOD_FIELDS = {
     "damping": ("gptq", "hadamard"), "act_order": ("gptq", "hadamard"), "alpha": ("awq", "smoothquant"),

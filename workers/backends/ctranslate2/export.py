@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import model_validator
 
 from workers.device import Device
-from workers.quantizers.base import Artifact, Description, Exporter, Modules, QuantConfig, count_params
+from workers.backends.base import Artifact, Description, Exporter, Modules, QuantConfig, count_params
 
 if TYPE_CHECKING:
     from workers.models import LoadedModel
@@ -70,7 +70,7 @@ class CTranslate2Exporter(Exporter):
     def export(self, loaded: LoadedModel, workdir: Path) -> Artifact:
         from ctranslate2.converters import TransformersConverter
 
-        from workers.models.ctranslate2 import MODEL_BIN, read_model_bin
+        from workers.models.ct2_checkpoint import MODEL_BIN, read_model_bin
 
         out = workdir / "ctranslate2"
         copied = [f for f in COPIED_FILES if (Path(loaded.path) / f).is_file()]

@@ -1,19 +1,29 @@
-"""Quantizer room, common part: library configs, module selection, and the deployables (module or artifact)."""
+"""Backend room, common part: library configs, module selection, the deployables and the runtime seam.
+
+A backend (one folder under workers/backends/) is one or more libraries (`Library`: a spec `library` name with
+its config) and the runtime that runs what they produce. A torch quantizer's deployable is a module
+(`QuantizedModel`); an exporter's is an `Artifact`, files on disk that only its runtime runs. A runtime hands
+evaluation a Transcriber over its deployable and says how big the deployable is; evaluation, scoring, metrics
+and rows are the same for every runtime.
+"""
 from __future__ import annotations
 
 import fnmatch
 import importlib.util
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from workers.datasets import Utterance
 from workers.device import Device
+from workers.evaluate import EvalConfig, Evaluation, Transcriber
 from workers.models.whisper import DEFAULT_EXCLUDE
 
 if TYPE_CHECKING:
@@ -118,7 +128,7 @@ class Library(ABC):
     library: ClassVar[str]
     config_type: ClassVar[type[QuantConfig]]
     package: ClassVar[str | None] = None  # the import name of the library, checked on the worker
-    runtime: ClassVar[str] = "torch"  # what runs its deployable (workers/runtimes)
+    runtime: ClassVar[str] = "torch"  # the runtime that runs its deployable (its backend folder)
     families: ClassVar[tuple[str, ...] | None] = None  # the model families it can take; None: every family
 
     def missing(self) -> str | None:
@@ -189,3 +199,43 @@ class Exporter(Library):
     @abstractmethod
     def export(self, loaded: LoadedModel, workdir: Path) -> Artifact:
         """Convert and quantize `loaded` (fp32, CPU) into files under `workdir`."""
+
+
+Deployable = QuantizedModel | Artifact
+
+
+def build_artifact(exporter: Exporter, loaded: LoadedModel) -> Artifact:
+    """The exporter's artifact in a fresh temporary directory that lives as long as the artifact."""
+    workdir = tempfile.TemporaryDirectory(prefix="quantsweep-artifact-")
+    artifact = exporter.export(loaded, Path(workdir.name))
+    artifact.workdir = workdir
+    return artifact
+
+
+@dataclass(frozen=True)
+class Target:
+    """How and where a deployable is evaluated: the trial's eval settings, language, device and threads."""
+
+    device: Device
+    config: EvalConfig
+    language: str
+    threads: int
+
+
+OnTimed = Callable[[bool], None]
+
+
+class Runtime(Protocol):
+    name: str
+    front_end: str  # what computes the log-mel features the model sees
+    columns: tuple[pa.Field, ...]  # trials columns of its own (its stage timers), registered with the schema
+
+    def transcriber(self, deployable: Any, loaded: LoadedModel, target: Target) -> Transcriber:
+        """What transcribes with the deployable in this process (the isolated memory pass uses it)."""
+
+    def evaluate(self, deployable: Any, loaded: LoadedModel, target: Target, utterances: Sequence[Utterance],
+                 on_timed: OnTimed) -> Evaluation:
+        """evaluate() over a transcriber of this runtime (in this process or an isolated child)."""
+
+    def model_size_bytes(self, deployable: Any) -> int:
+        """The deployable's size as deployed: the trials table's `model_size_bytes`."""

@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from workers.device import Device
-from workers.quantizers.base import (
+from workers.backends.base import (
     Calibrate,
     Description,
     QuantConfig,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from workers.quantizers.ptq.grid import Grid
+from workers.backends.torch.ptq.grid import Grid
 
 BLOCK = 128  # columns whose errors are propagated lazily together (the reference implementation's block)
 

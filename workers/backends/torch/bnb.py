@@ -7,8 +7,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from workers.device import Device
-from workers.quantizers.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, replace_linears
-from workers.quantizers.none import BITS, DTYPES, dtype_name
+from workers.backends.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, replace_linears
+from workers.backends.torch.none import BITS, DTYPES, dtype_name
 
 FOUR_BIT_ONLY = ("blocksize", "double_quant", "compute_dtype")
 

@@ -17,14 +17,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
 from workers.datasets import Utterance
 from workers.evaluate import Evaluation, StageTimes, evaluate
 from workers.isolation import run_isolated
-from workers.memory import (ISOLATED_RUN_KIND, fix_mmap_threshold, release_freed_memory, reset_rss_peak, rss_bytes,
+from workers.process_memory import (ISOLATED_RUN_KIND, fix_mmap_threshold, release_freed_memory, reset_rss_peak, rss_bytes,
                             rss_peak)
-from workers.quantizers.base import Artifact
-from workers.runtimes.base import OnTimed, Target
+from workers.backends.base import Artifact
+from workers.backends.base import OnTimed, Target
 
 if TYPE_CHECKING:
     from workers.models import LoadedModel
@@ -124,6 +125,8 @@ def evaluate_in_child(path: str, target: Target, utterances: Sequence[Utterance]
 class WhisperCppRuntime:
     name = "whispercpp"
     front_end = "whisper.cpp"  # whisper.cpp computes its own log-mel from the 16 kHz samples
+    # seconds by whisper.cpp's own timers over the first timed pass (load: the model's, once)
+    columns = tuple(pa.field(f"runtime_{stage}_s", pa.float64()) for stage in STAGES)
 
     def transcriber(self, deployable: Artifact, loaded: LoadedModel, target: Target) -> WhisperCppTranscriber:
         return WhisperCppTranscriber(str(deployable.path), target)

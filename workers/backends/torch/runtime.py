@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from workers.datasets import Utterance
 from workers.evaluate import Evaluation, Transcriber, evaluate, serialized_bytes
 from workers.models.families import FAMILIES
-from workers.quantizers.base import QuantizedModel
-from workers.runtimes.base import OnTimed, Target
+from workers.backends.base import QuantizedModel
+from workers.backends.base import OnTimed, Target
 
 if TYPE_CHECKING:
     from workers.models import LoadedModel
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 class TorchRuntime:
     name = "torch"
     front_end = "transformers"  # the family's processor (WhisperFeatureExtractor for Whisper)
+    columns = ()  # no trials columns of its own
 
     def transcriber(self, deployable: QuantizedModel, loaded: LoadedModel, target: Target) -> Transcriber:
         return FAMILIES[loaded.family].transcriber(deployable.model, loaded.processor, target.device.torch_device,

@@ -1,4 +1,4 @@
-"""Costs room: analytic bit operations (BOPs), memory I/O and packed size, from the model's shapes, the bits
+"""Costs metric: analytic bit operations (BOPs), memory I/O and packed size, from the model's shapes, the bits
 each layer was quantized to, and the encoder windows and decoder tokens a trial actually ran (seed 003's axes).
 
 Per Linear/Conv1d layer m with b_w weight bits, b_a activation bits and n_m positions it ran at:
@@ -18,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from torch import nn
 
-from workers.quantizers.base import Description, LayerBits, Modules, QuantizedModel, selected_linears
+from workers.backends.base import Description, LayerBits, Modules, QuantizedModel, selected_linears
+from workers.metrics.base import Tracker
 
 
 @dataclass(frozen=True)
@@ -112,4 +114,30 @@ def cost_columns(family: str, float_model: nn.Module, quantized: QuantizedModel,
     columns: dict[str, Any] = {"analytic_size_bytes": analytic_size_bytes(float_model, bits, float_bits)}
     if family in SITES:
         columns |= costs(float_model, SITES[family](float_model), bits, float_bits, windows, tokens)
+    else:
+        columns["cost_null_reason"] = f"where the layers of a {family} model run per position is not described"
     return columns
+
+
+class CostsTracker(Tracker):
+    """Analytic figures of a torch model, from its layers and what its batch-1 pass ran."""
+
+    name = "costs"
+    null_reason = "cost_null_reason"
+    columns = (
+        pa.field("analytic_size_bytes", pa.int64()),  # analytic packed size: bits × params + scales/zeros
+        pa.field("bops", pa.int64()),  # analytic bit operations of Linear/Conv1d layers over the batch-1 pass
+        pa.field("mem_io_bytes", pa.int64()),  # analytic weight + activation bytes moved over the batch-1 pass
+        pa.field("cost_null_reason", pa.string()),  # why bops / mem_io_bytes are NULL
+    )
+
+    def measure(self) -> dict[str, Any]:
+        ctx = self.context
+        if not isinstance(ctx.deployable, QuantizedModel):
+            return {self.null_reason: f"the {ctx.runtime.name} runtime's layers are not torch modules to count"}
+        q = ctx.trial.quantization
+        return cost_columns(ctx.loaded.family, ctx.loaded.model, ctx.deployable, q.describe(), q.modules,
+                            ctx.row.get("encoder_windows"), ctx.row.get("decoded_tokens"))
+
+
+TRACKER = CostsTracker

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import model_validator
 
 from workers.device import Device
-from workers.quantizers.base import Artifact, Description, Exporter, Modules, QuantConfig, count_params
-from workers.runtimes.ggml_file import TYPES, unsupported_rows, write_ggml
+from workers.backends.base import Artifact, Description, Exporter, Modules, QuantConfig, count_params
+from workers.backends.ggml.file import TYPES, unsupported_rows, write_ggml
 
 if TYPE_CHECKING:
     from workers.models import LoadedModel, ModelConfig

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 import torch
 
 from workers.device import Device
-from workers.quantizers.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, count_params
+from workers.backends.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, count_params
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BITS = {"fp32": 32, "fp16": 16, "bf16": 16}

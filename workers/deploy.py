@@ -1,0 +1,70 @@
+"""Deploy room: a trial's deployable (a quantized copy of the float model, or an exporter's artifact) and a
+transcriber over it; the worker and the isolated memory child build it the same way."""
+from __future__ import annotations
+
+import copy
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from workers.backends import library_for, runtime_of
+from workers.backends.base import Artifact, Calibrate, Deployable, Exporter, Quantizer, Target, build_artifact
+from workers.datasets import Utterance
+from workers.device import Device
+from workers.evaluate import EvalConfig, Transcriber, run_pass
+from workers.hardware import Hardware
+from workers.models import LoadedModel, load_model
+from workers.models.families import FAMILIES, with_family_defaults
+
+if TYPE_CHECKING:
+    from workers.trial import Trial
+
+
+def eval_config(trial: Trial) -> EvalConfig:
+    """A dataset scored by its leaderboard's normaliser says so; the others take the sweep's."""
+    return trial.eval.model_copy(update={"normalizer": trial.dataset.normalizer or trial.eval.normalizer})
+
+
+def quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: list[Utterance] | None) -> Deployable:
+    """A fresh copy of the float model, on the device, quantized (calibrated first for static schemes);
+    or, for an exporter, its artifact written from the float model (which it only reads)."""
+    library = library_for(with_family_defaults(trial.quantization, loaded.family))
+    if isinstance(library, Exporter):
+        return build_artifact(library, loaded)
+    assert isinstance(library, Quantizer)
+    model = copy.deepcopy(loaded.model).to(device.torch_device)
+    spent: list[float] = []
+    calibrate = _calibrator(trial, device, loaded, model, calibration, spent) if calibration is not None else None
+    quantized = library.quantize(model, device, calibrate)
+    quantized.calibrate_s = sum(spent) if spent else None
+    return quantized
+
+
+def _calibrator(trial: Trial, device: Device, loaded: LoadedModel, model: torch.nn.Module,
+                calibration: list[Utterance], spent: list[float]) -> Calibrate:
+    """Runs the model being quantized over the calibration split (never the evaluation audio)."""
+    transcriber = FAMILIES[loaded.family].transcriber(model, loaded.processor, device.torch_device,
+                                                      trial.eval, trial.calibration.language)
+    clips = [u for u in calibration if u.audio is not None]
+
+    def calibrate(m: torch.nn.Module) -> None:
+        started = time.perf_counter()
+        transcriber.use(m)
+        run_pass(transcriber, clips, trial.eval.batch_size)
+        spent.append(time.perf_counter() - started)
+
+    return calibrate
+
+
+def fresh_transcriber(trial: Trial, hardware: Hardware, calibration: list[Utterance] | None,
+                      artifact: Artifact | None) -> Transcriber:
+    """A transcriber over a freshly loaded and quantized model (or the artifact) that nothing else holds."""
+    device = hardware.device()
+    loaded = load_model(trial.model)
+    # A torch model is quantized as a copy in anonymous memory, as in the worker: the loaded weights are
+    # pages of the mapped checkpoint file, resident only where touched, which would make a memory figure
+    # depend on what quantization read. The loaded model is dropped on return.
+    deployable = artifact or quantize(trial, device, loaded, calibration)
+    target = Target(device, eval_config(trial), trial.dataset.language, trial.eval.threads or hardware.cores)
+    return runtime_of(deployable).transcriber(deployable, loaded, target)
