@@ -126,6 +126,9 @@ TRIALS = pa.schema(
         # what was measured beside it (workers/metrics)
         ("warmup_s", pa.float64()),  # the untimed warm-up pass
         ("timed_s", pa.float64()),  # wall of the timed passes (rtf is their compute seconds / audio seconds)
+        # the floor's part of compute_s: load_s (unless model_reused) + quantize_s (unless quantized_reused)
+        # + warmup_s + timed_s; the rest of compute_s is the metrics' `<metric>_s`, sizes and scoring
+        ("floor_s", pa.float64()),
     ]
 )
 

@@ -23,11 +23,15 @@ from sweep.spec import Spec, SpecError, json_schema, load_spec
 
 
 def _spec_or_exit(path: Path) -> Spec:
+    notes: list[str] = []
     try:
-        return load_spec(path)
+        spec = load_spec(path, notes)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
+    for note in notes:
+        print(f"warning: {path}: {note}", file=sys.stderr)
+    return spec
 
 
 def _store(results: Optional[str], spec: Spec | None = None) -> Store:

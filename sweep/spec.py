@@ -114,7 +114,7 @@ def _path(loc: tuple[Any, ...], union_tags: set[str]) -> str:
 
 
 def _problem(error: dict[str, Any], data: Any, union_tags: set[str]) -> str:
-    path = _path(tuple(error["loc"]), union_tags)
+    path = _path(_as_written(tuple(error["loc"]), data), union_tags)
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return f"{path}: unknown key"
@@ -125,6 +125,18 @@ def _problem(error: dict[str, Any], data: Any, union_tags: set[str]) -> str:
     if error["type"] in ("literal_error", "enum") or "Input should be" in message:
         return f"{path}: {error['input']!r} is not supported{where} ({message.removeprefix('Input should be ')})"
     return f"{path}: {message}"
+
+
+def _as_written(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
+    """A field the entry gave in an earlier spelling is named as the user wrote it (`dtype`, not `format`)."""
+    from workers.backends import LIBRARIES
+
+    library = LIBRARIES.get(_library_at(data, loc) or "")
+    if library is None or len(loc) < 4:
+        return loc
+    entry = data["quantization"][loc[1]]
+    written = next((old for old, new in library.config_type.renamed.items() if new == loc[3] and old in entry), None)
+    return loc[:3] + (written,) + loc[4:] if written else loc
 
 
 def _library_at(data: Any, loc: tuple[Any, ...]) -> str | None:
@@ -148,7 +160,24 @@ def parse_spec(data: Any, source: str = "<spec>") -> Spec:
         raise SpecError(source, problems) from None
 
 
-def load_spec(path: str | os.PathLike[str]) -> Spec:
+def deprecated_spellings(data: Any) -> list[str]:
+    """`quantization[i].<old>: deprecated, write <new>` for each earlier spelling of a spec's entries."""
+    from workers.backends import LIBRARIES
+
+    entries = data.get("quantization") if isinstance(data, dict) else None
+    notes = []
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        library = LIBRARIES.get(entry.get("library")) if isinstance(entry, dict) else None
+        if library is not None:
+            try:
+                notes += [f"quantization[{i}].{note}" for note in library.config_type.upgrade(entry)[1]]
+            except ValueError:
+                pass  # validation reports it, with its path
+    return notes
+
+
+def load_spec(path: str | os.PathLike[str], notes: list[str] | None = None) -> Spec:
+    """The spec in `path`; `notes` receives a deprecation message per earlier spelling it uses."""
     file = Path(path)
     try:
         text = file.read_text()
@@ -159,6 +188,8 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
     except yaml.YAMLError as exc:
         raise SpecError(str(file), [f"(yaml): {exc}"]) from None
     spec = parse_spec(data, str(file))
+    if notes is not None:
+        notes += deprecated_spellings(data)
     if spec.results and "://" not in spec.results and not Path(spec.results).is_absolute():
         spec = spec.model_copy(update={"results": str((file.parent / spec.results).resolve())})
     return spec

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from sweep.plan import diff, expand
-from sweep.spec import SpecError, json_schema, parse_spec
+from sweep.spec import SpecError, json_schema, load_spec, parse_spec
 
 BASE = {
     "sweep": "t",
@@ -148,3 +148,44 @@ def test_json_schema_covers_every_library() -> None:
     for library in ("none", "torch", "torchao", "hqq", "bnb", "quanto"):
         assert f"'{library}'" in text
     assert schema["additionalProperties"] is False
+
+
+OLD_AND_NEW = [  # earlier spellings and today's words for the same quantization
+    ({"library": "none", "dtype": "fp16"}, {"library": "none", "format": "fp16"}),
+    ({"library": "torch", "scheme": "dynamic-int8"}, {"library": "torch", "format": "dynamic-int8"}),
+    ({"library": "torchao", "scheme": "int8-dynamic"}, {"library": "torchao", "format": "int8-dynamic"}),
+    ({"library": "bnb", "scheme": "nf4"}, {"library": "bnb", "format": "nf4"}),
+    ({"library": "ggml", "type": "q5_0"}, {"library": "ggml", "format": "q5_0"}),
+    ({"library": "ctranslate2", "compute_type": "int8_float32"}, {"library": "ctranslate2", "format": "int8_float32"}),
+    ({"library": "quanto", "weights": "int4"}, {"library": "quanto", "weight_bits": 4}),
+    ({"library": "quanto", "weights": "float8", "activations": "int8"},
+     {"library": "quanto", "weight_bits": 8, "format": "float8", "act_bits": 8}),
+]
+
+
+@pytest.mark.parametrize("old,new", OLD_AND_NEW, ids=[str(sorted(o.items())) for o, _ in OLD_AND_NEW])
+def test_earlier_spellings_plan_the_same_trials_with_a_warning(tmp_path: Path, old: dict, new: dict) -> None:
+    planned = {}
+    for which, entry in (("old", old), ("new", new)):
+        path = tmp_path / f"{which}.yaml"
+        path.write_text(yaml.safe_dump(with_("quantization", [entry])))
+        notes: list[str] = []
+        planned[which] = ([(t.trial_id, t.quantization.label(), t.describe()["scheme"])
+                           for t in expand(load_spec(path, notes), "x86-cpu").trials], notes)
+    assert planned["old"][0] == planned["new"][0]
+    assert planned["new"][1] == []
+    old_keys = sorted(set(old) - set(new))
+    assert sorted(n.split(":")[0] for n in planned["old"][1]) == [f"quantization[0].{k}" for k in old_keys]
+    assert all("deprecated, write" in n for n in planned["old"][1])
+
+
+def test_act_bits_are_integer_bits_or_null_for_every_library() -> None:
+    # act_bits 16 in ptq is int16 fake quantization; float activations are NULL everywhere, their width is
+    # compute_dtype's
+    data = with_("quantization", [{"library": "none", "format": "fp16"}, {"library": "hqq", "weight_bits": 4},
+                                  {"library": "ptq", "weight_bits": 8, "act_bits": 16},
+                                  {"library": "quanto", "weight_bits": 8}])
+    rows = {t.quantization.library: t.describe() for t in expand(parse_spec(data), "x86-cpu").trials}
+    assert rows["none"]["act_bits"] is None and rows["none"]["compute_dtype"] == "float16"
+    assert rows["hqq"]["act_bits"] is None and rows["quanto"]["act_bits"] is None
+    assert rows["ptq"]["act_bits"] == 16

@@ -164,6 +164,9 @@ def run_trial(trial: Trial, hardware: Hardware, cache: WorkerCache, exclusive: b
         except Exception as exc:  # a trial's failure is a row, never the end of the sweep
             row.update(status="failed", error=error_text(exc), error_type=type(exc).__name__)
     row.update(compute_s=time.perf_counter() - started, finished_at=now(), log=log.text())
+    if row["status"] == "ok":
+        row["floor_s"] = (0.0 if row["model_reused"] else row["load_s"]) + row["warmup_s"] + row["timed_s"] + (
+            0.0 if row["quantized_reused"] else row["quantize_s"])
     for u in utterance_rows:
         u.update(sweep=trial.sweep, trial_id=trial.trial_id, run_id=row["run_id"])
     return TrialOutcome(row, utterance_rows)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from workers.datasets import Utterance
@@ -45,12 +45,36 @@ class Modules(BaseModel):
 
 
 class QuantConfig(BaseModel):
-    """Fields every quantization entry of the spec has; each library adds its own knobs."""
+    """Fields every quantization entry of the spec has; each library adds its own knobs.
+
+    One vocabulary for every library: `format` (a library's named type: fp16, nf4, q8_0, int8_float32, ...),
+    `weight_bits` and `act_bits` (integer bits; `act_bits` absent means activations stay in the float
+    `compute_dtype`), `group_size`, `method` (an algorithm). Earlier spellings are still read (`renamed`), each
+    with a deprecation message that names the entry (sweep/spec.py).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    renamed: ClassVar[dict[str, str]] = {}  # an earlier spelling -> today's word
     library: str
     name: str | None = Field(None, description="label in tables; derived from the knobs when omitted")
     modules: Modules = Field(default_factory=Modules)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _todays_words(cls, data: Any) -> Any:
+        return cls.upgrade(data)[0] if isinstance(data, dict) else data
+
+    @classmethod
+    def upgrade(cls, entry: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The entry in today's words, and a deprecation message for each earlier spelling it used."""
+        out, notes = dict(entry), []
+        for old, new in cls.renamed.items():
+            if old in out:
+                if new in out:
+                    raise ValueError(f"{old}: an earlier spelling of {new}; give {new} only")
+                out[new] = out.pop(old)
+                notes.append(f"{old}: deprecated, write {new}: {out[new]}")
+        return out, notes
 
     def describe(self) -> Description:
         """The trials table's descriptive columns for this configuration."""
@@ -69,7 +93,7 @@ class Description:
 
     scheme: str
     weight_bits: int | None = None
-    act_bits: int | None = None  # 32/16 when activations stay in float
+    act_bits: int | None = None  # integer activation bits; None where activations stay in compute_dtype
     granularity: str | None = None  # per-tensor, per-channel, per-group, per-block
     group_size: int | None = None
     dynamic: bool | None = None  # activation scales at run time (True) or from calibration (False)

@@ -65,7 +65,8 @@ def layer_bits(float_model: nn.Module, quantized: QuantizedModel, described: Des
         return quantized.layer_bits
     if not quantized.quantized_modules or described.weight_bits is None:
         return {}
-    act = described.act_bits or 32
+    # float activations move at the width the layers compute in
+    act = described.act_bits or (32 if described.compute_dtype == "float32" else 16)
     group = described.group_size
     return {name: LayerBits(described.weight_bits, act,
                             16 * layer.out_features * (layer.in_features // group if group else 1))

@@ -11,6 +11,7 @@ inference. `peak_mem_kind` names which of these a row holds; `peak_mem_null_reas
 """
 from __future__ import annotations
 
+import datetime as dt
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -83,7 +84,10 @@ class MemoryTracker(Tracker):
         # isolated: the worker holds cached models and datasets, so memory is measured where only this model
         # lives. One calibration clip: a model's memory does not depend on what its static scales came from.
         artifact = replace(ctx.deployable, workdir=None) if isinstance(ctx.deployable, Artifact) else None
-        timeout_s = max(PASS_MIN_TIMEOUT_S, PASS_TIMEOUT_FACTOR * (ctx.row["eval_s"] + ctx.row["quantize_s"]))
+        # A hang ends here, before the trial's own limit would end the trial and lose its numbers.
+        left_s = ctx.trial.eval.trial_timeout_s - (now() - ctx.row["started_at"]).total_seconds()
+        timeout_s = min(max(PASS_MIN_TIMEOUT_S, PASS_TIMEOUT_FACTOR * (ctx.row["eval_s"] + ctx.row["quantize_s"])),
+                        max(1.0, left_s / 2))
         calibration = ctx.calibration and [u for u in ctx.calibration if u.audio is not None][:1]
         measured, output = run_isolated(memory_pass, ctx.trial, ctx.hardware,
                                         memory_clips(ctx.utterances, ctx.trial.eval.batch_size), calibration,
@@ -91,6 +95,10 @@ class MemoryTracker(Tracker):
         for line in output.splitlines():
             ctx.log.add(line)
         return measured
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def memory_clips(utterances: list[Utterance], batch_size: int) -> list[Utterance]:

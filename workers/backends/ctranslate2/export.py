@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from workers.device import Device
 from workers.backends.base import Artifact, Description, Exporter, Modules, QuantConfig, count_params
@@ -28,7 +28,8 @@ def _bits(name: str) -> int:
 
 class CTranslate2Config(QuantConfig):
     library: Literal["ctranslate2"] = "ctranslate2"
-    compute_type: ComputeType = "int8"
+    renamed: ClassVar[dict[str, str]] = {"compute_type": "format"}
+    format: ComputeType = Field("int8", description="CTranslate2's compute_type: weights and the types it computes in")
 
     @model_validator(mode="after")
     def _whole_model(self) -> CTranslate2Config:
@@ -37,17 +38,17 @@ class CTranslate2Config(QuantConfig):
         return self
 
     def describe(self) -> Description:
-        kind = self.compute_type
+        kind = self.format
         float_part = kind.removeprefix("int8_") if kind.startswith("int8_") else "float32" if kind == "int8" else kind
         quantized = kind.startswith("int8")
         return Description(
-            kind, _bits(kind), 8 if quantized else _bits(kind),
+            kind, _bits(kind), 8 if quantized else None,
             granularity="per-channel" if quantized else None, dynamic=True if quantized else None,
             compute_dtype=float_part,
         )
 
     def label(self) -> str:
-        return self.name or f"ct2-{self.compute_type}"
+        return self.name or f"ct2-{self.format}"
 
 
 class CTranslate2Exporter(Exporter):
@@ -62,8 +63,8 @@ class CTranslate2Exporter(Exporter):
         kind = device.torch_device.split(":")[0]
         if kind not in DEVICE_TYPES:
             return f"CTranslate2 has no {kind} backend (it runs on CPUs and CUDA GPUs)"
-        if self.config.compute_type not in DEVICE_TYPES[kind]:
-            return (f"CTranslate2 computes {self.config.compute_type} on CUDA only; on {kind}: "
+        if self.config.format not in DEVICE_TYPES[kind]:
+            return (f"CTranslate2 computes {self.config.format} on CUDA only; on {kind}: "
                     + ", ".join(sorted(DEVICE_TYPES[kind])))
         return None
 
@@ -75,9 +76,9 @@ class CTranslate2Exporter(Exporter):
         out = workdir / "ctranslate2"
         copied = [f for f in COPIED_FILES if (Path(loaded.path) / f).is_file()]
         TransformersConverter(loaded.path, copy_files=copied).convert(
-            str(out), quantization=self.config.compute_type, force=True)
+            str(out), quantization=self.config.format, force=True)
         # What the converter quantized: the int8 arrays of model.bin (an alias shares its target's array).
         arrays = {id(a): a for a in read_model_bin(out / MODEL_BIN).values()}.values()
         int8 = [a for a in arrays if a.dtype.kind == "i" and a.dtype.itemsize == 1]
-        return Artifact(self.runtime, out, {"compute_type": self.config.compute_type}, len(int8),
+        return Artifact(self.runtime, out, {"compute_type": self.config.format}, len(int8),
                         sum(a.size for a in int8), count_params(loaded.model))

@@ -5,7 +5,7 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from workers.device import Device
 from workers.backends.base import Artifact, Description, Exporter, Modules, QuantConfig, count_params
@@ -21,7 +21,8 @@ GgmlTypeName = Literal["f32", "f16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1", "q2
 
 class GgmlConfig(QuantConfig):
     library: Literal["ggml"] = "ggml"
-    type: GgmlTypeName = "q8_0"
+    renamed: ClassVar[dict[str, str]] = {"type": "format"}
+    format: GgmlTypeName = Field("q8_0", description="ggml's tensor type for every 2-D weight")
 
     @model_validator(mode="after")
     def _whole_model(self) -> GgmlConfig:
@@ -30,13 +31,13 @@ class GgmlConfig(QuantConfig):
         return self
 
     def describe(self) -> Description:
-        kind = TYPES[self.type]
+        kind = TYPES[self.format]
         blocked = kind.block > 1
-        return Description(self.type, kind.weight_bits, None, granularity="per-block" if blocked else None,
+        return Description(self.format, kind.weight_bits, None, granularity="per-block" if blocked else None,
                            group_size=kind.block if blocked else None, compute_dtype="float32")
 
     def label(self) -> str:
-        return self.name or f"ggml-{self.type}"
+        return self.name or f"ggml-{self.format}"
 
 
 def _bundled(library: str) -> bool:
@@ -66,10 +67,10 @@ class GgmlExporter(Exporter):
 
         shapes = model_shapes(model)
         # Unknown shapes (weights not on this machine yet) are decided on the worker, which has them.
-        return unsupported_rows(shapes, self.config.type) if shapes is not None else None
+        return unsupported_rows(shapes, self.config.format) if shapes is not None else None
 
     def export(self, loaded: LoadedModel, workdir: Path) -> Artifact:
-        written = write_ggml(loaded.model, loaded.processor, Path(loaded.path), self.config.type,
-                             workdir / f"ggml-model-{self.config.type}.bin")
-        return Artifact(self.runtime, written.path, {"type": self.config.type}, written.quantized_tensors,
+        written = write_ggml(loaded.model, loaded.processor, Path(loaded.path), self.config.format,
+                             workdir / f"ggml-model-{self.config.format}.bin")
+        return Artifact(self.runtime, written.path, {"format": self.config.format}, written.quantized_tensors,
                         written.quantized_params, count_params(loaded.model))

@@ -8,14 +8,15 @@ from torch import nn
 
 from workers.device import Device
 from workers.backends.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, replace_linears
-from workers.backends.torch.none import BITS, DTYPES, dtype_name
+from workers.backends.torch.none import DTYPES, dtype_name
 
 FOUR_BIT_ONLY = ("blocksize", "double_quant", "compute_dtype")
 
 
 class BnbConfig(QuantConfig):
     library: Literal["bnb"] = "bnb"
-    scheme: Literal["int8", "nf4", "fp4"] = Field(
+    renamed: ClassVar[dict[str, str]] = {"scheme": "format"}
+    format: Literal["int8", "nf4", "fp4"] = Field(
         "nf4",
         description="int8: LLM.int8 (int8 row-wise weights and activations, outlier columns in float16); "
         "nf4 / fp4: 4-bit blockwise weights with the NormalFloat or FP4 code",
@@ -35,26 +36,26 @@ class BnbConfig(QuantConfig):
 
     @model_validator(mode="after")
     def _knobs_match_scheme(self) -> BnbConfig:
-        if self.scheme == "int8":
+        if self.format == "int8":
             misplaced = [f for f in FOUR_BIT_ONLY if f in self.model_fields_set]
             if misplaced:
                 raise ValueError(f"{', '.join(misplaced)}: only for nf4/fp4, not int8")
         elif "threshold" in self.model_fields_set:
-            raise ValueError(f"threshold: only for int8, not {self.scheme}")
+            raise ValueError(f"threshold: only for int8, not {self.format}")
         return self
 
     def describe(self) -> Description:
-        if self.scheme == "int8":
+        if self.format == "int8":
             # LLM.int8 casts its inputs to float16 whatever the model's dtype.
-            return Description(self.scheme, 8, 8, "per-channel", dynamic=True, compute_dtype="float16")
-        return Description(self.scheme, 4, BITS[self.compute_dtype], "per-block", self.blocksize,
+            return Description(self.format, 8, 8, "per-channel", dynamic=True, compute_dtype="float16")
+        return Description(self.format, 4, None, "per-block", self.blocksize,
                            compute_dtype=dtype_name(self.compute_dtype))
 
     def label(self) -> str:
         if self.name:
             return self.name
-        parts = ["bnb", self.scheme]
-        if self.scheme == "int8":
+        parts = ["bnb", self.format]
+        if self.format == "int8":
             if self.threshold != 6.0:
                 parts.append(f"t{self.threshold:g}")
         else:
@@ -105,7 +106,7 @@ class BnbQuantizer(Quantizer):
                 bias=layer.bias is not None,
                 compute_dtype=DTYPES[cfg.compute_dtype],
                 compress_statistics=cfg.double_quant,
-                quant_type=cfg.scheme,
+                quant_type=cfg.format,
                 device="meta",
             )
             # Params4bit quantizes on its first move to a device, wherever its data lives.
@@ -114,12 +115,12 @@ class BnbQuantizer(Quantizer):
                 requires_grad=False,
                 blocksize=cfg.blocksize,
                 compress_statistics=cfg.double_quant,
-                quant_type=cfg.scheme,
+                quant_type=cfg.format,
                 module=new,
             )
             new.bias = layer.bias
             return new.to(device.torch_device)
 
-        if cfg.scheme == "int8":
+        if cfg.format == "int8":
             return replace_linears(model, cfg.modules, make_int8)
         return replace_linears(model, cfg.modules, make_4bit)

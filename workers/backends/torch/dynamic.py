@@ -22,10 +22,11 @@ from workers.backends.base import (
 
 class TorchConfig(QuantConfig):
     library: Literal["torch"] = "torch"
-    scheme: Literal["dynamic-int8"] = Field("dynamic-int8", description="int8 weights and run-time int8 activations")
+    renamed: ClassVar[dict[str, str]] = {"scheme": "format"}
+    format: Literal["dynamic-int8"] = Field("dynamic-int8", description="int8 weights and run-time int8 activations")
 
     def describe(self) -> Description:
-        return Description(self.scheme, 8, 8, "per-tensor", dynamic=True)
+        return Description(self.format, 8, 8, "per-tensor", dynamic=True)
 
 
 class TorchQuantizer(Quantizer):

@@ -8,7 +8,7 @@ from torch import nn
 
 from workers.device import Device
 from workers.backends.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, replace_linears
-from workers.backends.torch.none import BITS, DTYPES, dtype_name
+from workers.backends.torch.none import DTYPES, dtype_name
 
 
 class HqqConfig(QuantConfig):
@@ -33,7 +33,7 @@ class HqqConfig(QuantConfig):
 
     def describe(self) -> Description:
         granularity = "per-channel" if self.group_size is None else "per-group"
-        return Description(f"w{self.weight_bits}", self.weight_bits, BITS[self.compute_dtype], granularity,
+        return Description(f"w{self.weight_bits}", self.weight_bits, None, granularity,
                            self.group_size, compute_dtype=dtype_name(self.compute_dtype))
 
     def label(self) -> str:

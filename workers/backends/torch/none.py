@@ -19,14 +19,14 @@ def dtype_name(short: str) -> str:
 
 class NoneConfig(QuantConfig):
     library: Literal["none"] = "none"
-    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    renamed: ClassVar[dict[str, str]] = {"dtype": "format"}
+    format: Literal["fp32", "fp16", "bf16"] = "fp32"
 
     def describe(self) -> Description:
-        bits = BITS[self.dtype]
-        return Description(self.dtype, bits, bits, compute_dtype=dtype_name(self.dtype))
+        return Description(self.format, BITS[self.format], compute_dtype=dtype_name(self.format))
 
     def label(self) -> str:
-        return self.name or self.dtype
+        return self.name or self.format
 
 
 class NoneQuantizer(Quantizer):
@@ -35,5 +35,5 @@ class NoneQuantizer(Quantizer):
     config: NoneConfig
 
     def quantize(self, model: torch.nn.Module, device: Device, calibrate: Calibrate | None = None) -> QuantizedModel:
-        model.to(DTYPES[self.config.dtype])
+        model.to(DTYPES[self.config.format])
         return QuantizedModel(model, 0, 0, count_params(model))

@@ -1,7 +1,7 @@
 """Quantizer `quanto`: optimum-quanto int8/int4/int2/float8 weights, optionally static int8/float8 activations."""
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -18,8 +18,6 @@ from workers.backends.base import (
     selected_linears,
 )
 
-WEIGHT_BITS = {"int8": 8, "int4": 4, "int2": 2, "float8": 8}
-SHORT = {"int8": "8", "int4": "4", "int2": "2", "float8": "f8"}
 # quanto groups int4/int2 weights by 128 where the input width allows (else 96, 64, 32, or per-channel).
 QUANTO_GROUP_SIZE = 128
 CALIBRATION_FIELDS = ("calibration_dataset", "calibration_utterances")
@@ -27,41 +25,73 @@ CALIBRATION_FIELDS = ("calibration_dataset", "calibration_utterances")
 
 class QuantoConfig(QuantConfig):
     library: Literal["quanto"] = "quanto"
-    weights: Literal["int8", "int4", "int2", "float8"] = Field(
-        "int8", description="weight type: int8, int4, int2 or float8 (e4m3)"
+    weight_bits: Literal[2, 4, 8] = Field(8, description="bits per weight: 8, 4 or 2 (8 with format float8)")
+    act_bits: Literal[8] | None = Field(
+        None, description="8: activations quantized too, with static scales from calibration; absent: weight-only"
     )
-    activations: Literal["none", "int8", "float8"] = Field(
-        "none", description="activation type: none (weight-only), int8 or float8; static scales from calibration"
+    format: Literal["int", "float8"] = Field(
+        "int", description="the weights' type: int (weight_bits wide) or float8 (e4m3, 8 bits)"
+    )
+    act_format: Literal["int", "float8"] = Field(
+        "int", description="with act_bits: the activations' type, int8 or float8 (e4m3)"
     )
     calibration_dataset: str = Field(
-        "samples-calibration", description="dataset whose audio sets the activation scales (with activations only)"
+        "samples-calibration", description="dataset whose audio sets the activation scales (with act_bits only)"
     )
     calibration_utterances: int = Field(
-        8, ge=1, description="utterances run through the model to set activation scales (with activations only)"
+        8, ge=1, description="utterances run through the model to set activation scales (with act_bits only)"
     )
 
+    @classmethod
+    def upgrade(cls, entry: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Earlier spellings: `weights: int8|int4|int2|float8` and `activations: none|int8|float8`."""
+        out, notes = super().upgrade(entry)
+        weights, activations = out.pop("weights", None), out.pop("activations", None)
+        if weights is not None:
+            out.setdefault("weight_bits", 8 if weights == "float8" else int(weights.removeprefix("int")))
+            new = f"weight_bits: {out['weight_bits']}" + (", format: float8" if weights == "float8" else "")
+            if weights == "float8":
+                out.setdefault("format", "float8")
+            notes.append(f"weights: deprecated, write {new}")
+        if activations not in (None, "none"):
+            out.setdefault("act_bits", 8)
+            if activations == "float8":
+                out.setdefault("act_format", "float8")
+            notes.append("activations: deprecated, write act_bits: 8"
+                         + (", act_format: float8" if activations == "float8" else ""))
+        return out, notes
+
     @model_validator(mode="after")
-    def _calibration_needs_activations(self) -> QuantoConfig:
+    def _consistent(self) -> QuantoConfig:
         misplaced = [f for f in CALIBRATION_FIELDS if f in self.model_fields_set]
-        if misplaced and self.activations == "none":
-            raise ValueError(f"{', '.join(misplaced)}: only when activations are quantized, not with activations none")
+        if misplaced and self.act_bits is None:
+            raise ValueError(f"{', '.join(misplaced)}: only when activations are quantized (act_bits: 8)")
+        if self.format == "float8" and self.weight_bits != 8:
+            raise ValueError(f"weight_bits: float8 weights are 8 bits, not {self.weight_bits}")
+        if "act_format" in self.model_fields_set and self.act_bits is None:
+            raise ValueError("act_format: only when activations are quantized (act_bits: 8)")
         return self
 
+    def qtypes(self) -> tuple[str, str | None]:
+        """quanto's names of the weights' and the activations' types (qint8, qint4, qint2, qfloat8; None)."""
+        weights = "qfloat8" if self.format == "float8" else f"qint{self.weight_bits}"
+        activations = None if self.act_bits is None else "qfloat8" if self.act_format == "float8" else "qint8"
+        return weights, activations
+
     def describe(self) -> Description:
-        scheme = f"w{SHORT[self.weights]}"
-        grouped = self.weights in ("int4", "int2")
-        weight_only = self.activations == "none"
+        short = "f8" if self.format == "float8" else str(self.weight_bits)
+        grouped = self.weight_bits in (4, 2)
+        act = "" if self.act_bits is None else "af8" if self.act_format == "float8" else "a8"
         return Description(
-            scheme if weight_only else f"{scheme}a{SHORT[self.activations]}",
-            WEIGHT_BITS[self.weights],
-            32 if weight_only else 8,  # weight-only layers compute in the model's float32
+            f"w{short}{act}", self.weight_bits,
+            self.act_bits,  # weight-only layers compute in the model's float32
             "per-group" if grouped else "per-channel",
             QUANTO_GROUP_SIZE if grouped else None,
-            dynamic=None if weight_only else False,
+            dynamic=None if self.act_bits is None else False,
         )
 
     def needs_calibration(self) -> bool:
-        return self.activations != "none"
+        return self.act_bits is not None
 
     def label(self) -> str:
         return self.name or f"quanto-{self.describe().scheme}"
@@ -74,7 +104,7 @@ class QuantoQuantizer(Quantizer):
     config: QuantoConfig
 
     def supports(self, device: Device) -> str | None:
-        if device.hw_class == "apple" and "float8" in (self.config.weights, self.config.activations):
+        if device.hw_class == "apple" and "qfloat8" in self.config.qtypes():
             return "MPS has no float8 dtypes, so quanto cannot hold float8 weights or activations there"
         return None
 
@@ -83,7 +113,7 @@ class QuantoQuantizer(Quantizer):
 
         cfg = self.config
         if cfg.needs_calibration() and calibrate is None:
-            raise ValueError(f"quanto with {cfg.activations} activations is static: it needs a calibrate callback")
+            raise ValueError("quanto with quantized activations is static: it needs a calibrate callback")
         total = count_params(model)
         chosen = dict(selected_linears(model, cfg.modules))
         params = sum(p.numel() for layer in chosen.values() for p in layer.parameters())
@@ -95,8 +125,8 @@ class QuantoQuantizer(Quantizer):
                  if isinstance(m, nn.LayerNorm) and cfg.modules.selects(name)] if cfg.needs_calibration() else []
         quantize(
             model,
-            weights=f"q{cfg.weights}",
-            activations=None if cfg.activations == "none" else f"q{cfg.activations}",
+            weights=cfg.qtypes()[0],
+            activations=cfg.qtypes()[1],
             include=list(chosen) + norms,
         )
         # no_grad, not inference_mode, here and wherever the model runs: a forward of frozen int4 weights

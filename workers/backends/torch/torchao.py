@@ -28,7 +28,8 @@ CPU_INT4_GROUP_SIZES = (32, 64, 128)
 
 class TorchaoConfig(QuantConfig):
     library: Literal["torchao"] = "torchao"
-    scheme: Literal["int8-weight-only", "int8-dynamic", "int4-weight-only"] = Field(
+    renamed: ClassVar[dict[str, str]] = {"scheme": "format"}
+    format: Literal["int8-weight-only", "int8-dynamic", "int4-weight-only"] = Field(
         "int8-weight-only",
         description="int8-weight-only: int8 per-channel weights, float activations; int8-dynamic: int8 per-token "
         "activations quantized at run time and int8 per-channel weights; int4-weight-only: int4 per-group weights",
@@ -39,16 +40,16 @@ class TorchaoConfig(QuantConfig):
 
     @model_validator(mode="after")
     def _group_only_for_int4(self) -> TorchaoConfig:
-        if "group_size" in self.model_fields_set and self.scheme != "int4-weight-only":
-            raise ValueError(f"group_size: only for int4-weight-only; {self.scheme} is per-channel")
+        if "group_size" in self.model_fields_set and self.format != "int4-weight-only":
+            raise ValueError(f"group_size: only for int4-weight-only; {self.format} is per-channel")
         return self
 
     def describe(self) -> Description:
-        if self.scheme == "int4-weight-only":
-            return Description(self.scheme, 4, 32, "per-group", self.group_size)
+        if self.format == "int4-weight-only":
+            return Description(self.format, 4, None, "per-group", self.group_size)
         # Weight-only schemes compute in the model's float32.
-        dynamic = self.scheme == "int8-dynamic"
-        return Description(self.scheme, 8, 8 if dynamic else 32, "per-channel", dynamic=dynamic or None)
+        dynamic = self.format == "int8-dynamic"
+        return Description(self.format, 8, 8 if dynamic else None, "per-channel", dynamic=dynamic or None)
 
     def label(self) -> str:
         if self.name:
@@ -57,7 +58,7 @@ class TorchaoConfig(QuantConfig):
             "int8-weight-only": "torchao-w8",
             "int8-dynamic": "torchao-w8a8-dyn",
             "int4-weight-only": f"torchao-w4-g{self.group_size}",
-        }[self.scheme]
+        }[self.format]
 
 
 @contextmanager
@@ -82,7 +83,7 @@ class TorchaoQuantizer(Quantizer):
     config: TorchaoConfig
 
     def supports(self, device: Device) -> str | None:
-        scheme = self.config.scheme
+        scheme = self.config.format
         if device.hw_class == "apple":
             if scheme == "int8-dynamic":
                 return "torchao 0.18 has no MPS path for int8-dynamic: its int8 matmul targets CUDA and the CPU"
@@ -102,7 +103,7 @@ class TorchaoQuantizer(Quantizer):
         total = count_params(model)
         chosen = dict(selected_linears(model, self.config.modules))
         params = sum(p.numel() for layer in chosen.values() for p in layer.parameters())
-        if self.config.scheme == "int4-weight-only" and not device.is_cpu:
+        if self.config.format == "int4-weight-only" and not device.is_cpu:
             # The CUDA tinygemm layout packs bfloat16 weights only (and needs compute capability 8.0+);
             # its linear casts activations to bfloat16 and the result back to the caller's dtype.
             for layer in chosen.values():
@@ -120,7 +121,7 @@ class TorchaoQuantizer(Quantizer):
         )
 
         # set_inductor_config=False: nothing here is torch.compile'd, so leave the process-wide inductor settings alone.
-        scheme = self.config.scheme
+        scheme = self.config.format
         if scheme == "int8-weight-only":
             return Int8WeightOnlyConfig(set_inductor_config=False)
         if scheme == "int8-dynamic":

@@ -77,7 +77,7 @@ class PtqConfig(QuantConfig):
 
     def describe(self) -> Description:
         scheme = f"{self.method}-w{self.weight_bits}" + (f"a{self.act_bits}" if self.act_bits else "")
-        return Description(scheme, self.weight_bits, self.act_bits or FLOAT_BITS, self.granularity,
+        return Description(scheme, self.weight_bits, self.act_bits, self.granularity,
                            self.grid.group_size, dynamic=True if self.act_bits else None, simulated=True)
 
     def label(self) -> str:
