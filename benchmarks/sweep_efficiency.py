@@ -26,8 +26,12 @@ PHASES = ("load_s", "quantize_s", "warmup_s", "timed_s", *(f"{name}_s" for name 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spec", default="sweeps/demo.yaml")
+    parser.add_argument("--eval", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an eval setting, e.g. --eval memory=isolated --eval drift=on")
     args = parser.parse_args()
     spec = load_spec(args.spec)
+    overrides = dict(item.split("=", 1) for item in args.eval)
+    spec = spec.model_copy(update={"eval": spec.eval.model_validate(spec.eval.model_dump() | overrides)})
     hardware = probe()
     with tempfile.TemporaryDirectory() as results:
         started = time.perf_counter()

@@ -2,6 +2,7 @@
 -- the fp32 baseline, the bootstrap statistics (NULL until cached), timing spread and the Pareto fronts
 -- (WER vs size, WER vs RTF; a run is on a front if no other run of its class and dataset is at least as
 -- good on both axes and better on one).
+-- {metric_columns} / {t.metric_columns}: every metric's own columns (workers/metrics), filled in by results/queries.py.
 CREATE OR REPLACE VIEW leaderboard AS
 WITH board AS (
     SELECT
