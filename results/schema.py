@@ -11,7 +11,8 @@ import pyarrow as pa
 # null (DuckDB union_by_name, pyarrow dataset schemas), so a v1 row is a v2 row without latency spread.
 # Version 4 (issue 13): the phase seconds and the NULL reasons of the measurements beside the floor; CPU
 # peak memory read inline around the timed passes by default (peak_mem_kind says which method).
-SCHEMA_VERSION = 4
+# Version 5 (issue 15): `runtime_device` and `decoder_loop` of the deployment runtimes.
+SCHEMA_VERSION = 5
 
 # Trial statuses: `ok` measured; `failed` raised (error holds type, message, traceback tail);
 # `unsupported` the library cannot run the scheme on the device (error holds the reason);
@@ -149,6 +150,11 @@ TRIALS = pa.schema(
         ("costs_s", pa.float64()),  # the analytic BOPs and memory I/O
         ("peak_mem_null_reason", pa.string()),  # why peak_mem_bytes is NULL (off, unsupported, or failed)
         ("cost_null_reason", pa.string()),  # why bops / mem_io_bytes are NULL
+        # (issue 15) what a deployment runtime computed on, in its own words (ONNX Runtime's execution provider,
+        # OpenVINO's device, MLX's device and build: "mlx-cpu build: not Apple silicon"), and what ran the
+        # decoding loop (mlx_whisper's decode, or quantsweep's greedy loop over the exported graphs)
+        ("runtime_device", pa.string()),
+        ("decoder_loop", pa.string()),
     ]
 )
 

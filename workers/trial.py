@@ -30,7 +30,7 @@ from workers.memory import (CPU_KIND, NO_RESET_REASON, InlineMemory, allocated, 
 from workers.models import LoadedModel, ModelConfig, load_model
 from workers.models.families import FAMILIES, with_family_defaults
 from workers.quantizers import QuantizationConfig, quantizer_for
-from workers.quantizers.base import Artifact, Calibrate, Exporter, Quantizer, QuantizedModel
+from workers.quantizers.base import Artifact, Calibrate, Calibration, Exporter, Quantizer, QuantizedModel
 from workers.runtimes import runtime_of
 from workers.runtimes.base import Deployable, Target, build_artifact
 
@@ -246,8 +246,7 @@ def _measure(trial: Trial, hardware: Hardware, cache: WorkerCache, row: dict[str
         model_mem_bytes=model_mem_bytes(module) if module is not None else None,
     )
     row["size_reduction"] = 1 - row["model_size_bytes"] / row["baseline_size_bytes"]
-    if module is not None:
-        row["calibrate_s"] = deployable.calibrate_s
+    row["calibrate_s"] = deployable.calibrate_s
     if "peak_mem_bytes" not in row:  # a runtime evaluated in an isolated child measured it there
         row.update(_beside("memory", "peak_mem_null_reason", lambda: _memory(
             trial, hardware, row, peak, inline, deployable, utterances, calibration, log)))
@@ -356,7 +355,9 @@ def _quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: li
     or, for an exporter, its artifact written from the float model (which it only reads)."""
     quantizer = quantizer_for(with_family_defaults(trial.quantization, loaded.family))
     if isinstance(quantizer, Exporter):
-        return build_artifact(quantizer, loaded)
+        clips = (Calibration([u.audio for u in calibration if u.audio is not None], trial.calibration.language)
+                 if calibration is not None and trial.calibration is not None else None)
+        return build_artifact(quantizer, loaded, clips)
     assert isinstance(quantizer, Quantizer)
     model = copy.deepcopy(loaded.model).to(device.torch_device)
     spent: list[float] = []

@@ -5,6 +5,9 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
+from workers.backends.mlx.export import MlxExporter
+from workers.backends.onnxruntime.export import OnnxRuntimeExporter
+from workers.backends.openvino.export import OpenVinoExporter
 from workers.plugins import load_plugins
 from workers.quantizers.base import Library, QuantConfig
 from workers.quantizers.bnb import BnbQuantizer
@@ -21,7 +24,8 @@ from workers.quantizers.torchao import TorchaoQuantizer
 QUANTIZERS: dict[str, type[Library]] = {
     q.library: q
     for q in (NoneQuantizer, TorchQuantizer, TorchaoQuantizer, HqqQuantizer, BnbQuantizer, QuantoQuantizer,
-              PtqQuantizer, GgmlExporter, CTranslate2Exporter)
+              PtqQuantizer, GgmlExporter, CTranslate2Exporter,
+              OnnxRuntimeExporter, OpenVinoExporter, MlxExporter)  # issue 15: workers/backends/
 }
 
 

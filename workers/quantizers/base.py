@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
@@ -101,6 +102,7 @@ class Artifact:
     total_params: int
     # Owns the files: they are removed when the artifact is dropped (a worker keeps one, see WorkerCache).
     workdir: tempfile.TemporaryDirectory | None = field(repr=False, default=None)
+    calibrate_s: float | None = None  # (issue 15) seconds a static scheme spent on calibration, part of quantize_s
 
     @property
     def artifact_bytes(self) -> int:
@@ -110,6 +112,15 @@ class Artifact:
 
 
 Calibrate = Callable[[nn.Module], None]  # runs the model over calibration audio
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """(issue 15) What an exporter's static scheme calibrates on: the calibration split's audio (never the
+    evaluation audio) and its language."""
+
+    audios: list[np.ndarray]
+    language: str
 
 
 class Library(ABC):
@@ -187,5 +198,6 @@ class Exporter(Library):
     """A library whose quantization is an artifact for its own runtime (`runtime`), written from the float model."""
 
     @abstractmethod
-    def export(self, loaded: LoadedModel, workdir: Path) -> Artifact:
-        """Convert and quantize `loaded` (fp32, CPU) into files under `workdir`."""
+    def export(self, loaded: LoadedModel, workdir: Path, calibration: Calibration | None = None) -> Artifact:
+        """Convert and quantize `loaded` (fp32, CPU) into files under `workdir`; `calibration` is given only
+        where the config needs calibration."""

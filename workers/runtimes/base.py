@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from workers.datasets import Utterance
 from workers.device import Device
 from workers.evaluate import EvalConfig, Evaluation, Transcriber
-from workers.quantizers.base import Artifact, Exporter, QuantizedModel
+from workers.quantizers.base import Artifact, Calibration, Exporter, QuantizedModel
 
 if TYPE_CHECKING:
     from workers.models import LoadedModel
@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 Deployable = QuantizedModel | Artifact
 
 
-def build_artifact(exporter: Exporter, loaded: LoadedModel) -> Artifact:
+def build_artifact(exporter: Exporter, loaded: LoadedModel, calibration: Calibration | None = None) -> Artifact:
     """The exporter's artifact in a fresh temporary directory that lives as long as the artifact."""
     workdir = tempfile.TemporaryDirectory(prefix="quantsweep-artifact-")
-    artifact = exporter.export(loaded, Path(workdir.name))
+    # exporters without a static scheme take no calibration argument
+    artifact = (exporter.export(loaded, Path(workdir.name), calibration) if calibration is not None
+                else exporter.export(loaded, Path(workdir.name)))
     artifact.workdir = workdir
     return artifact
 

@@ -1,0 +1,1 @@
+"""Backends room: one folder per deployment runtime (its config, its export/quantize step and its runtime)."""
