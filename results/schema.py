@@ -242,7 +242,23 @@ STATS = pa.schema(
     ]
 )
 
-TABLES = {"trials": TRIALS, "utterances": UTTERANCES, "scores": SCORES, "run_scores": RUN_SCORES, "stats": STATS}
+# (issue 15) the spec's `prices`, written by each run of a sweep (the latest set applies): per hour of a hardware
+# class or of chips matching a pattern (fnmatch, as `chip:` targets; a chip entry wins over its class)
+PRICES = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("sweep", pa.string()),
+        ("written_at", pa.timestamp("us", tz="UTC")),
+        ("position", pa.int32()),  # the entry's place in the spec: the first matching chip pattern applies
+        ("kind", pa.string()),  # "class" or "chip"
+        ("pattern", pa.string()),  # the class name, or the chip pattern (case-insensitive, anywhere in the name)
+        ("price_per_hour", pa.float64()),
+        ("currency", pa.string()),  # the spec's `currency` label, NULL when it gave none
+    ]
+)
+
+TABLES = {"trials": TRIALS, "utterances": UTTERANCES, "scores": SCORES, "run_scores": RUN_SCORES, "stats": STATS,
+          "prices": PRICES}
 
 # What makes a row unique in each table: compaction keeps one row per key, views dedupe on it.
 KEYS = {
@@ -251,6 +267,7 @@ KEYS = {
     "scores": ("scoring", "run_id", "utt_id"),
     "run_scores": ("scoring", "run_id"),
     "stats": ("run_id", "scoring", "baseline_run_id", "baseline_scoring", "resamples", "seed"),
+    "prices": ("sweep", "written_at", "position"),
 }
 
 
