@@ -24,6 +24,7 @@ import ctranslate2  # noqa: E402
 import numpy as np  # noqa: E402
 from pywhispercpp.model import Model  # noqa: E402
 
+import workers.quantizers  # noqa: E402,F401 - the registry first: it imports the backends' exporters
 from workers.backends.mlx.config import MlxConfig  # noqa: E402
 from workers.backends.onnxruntime.config import OnnxRuntimeConfig  # noqa: E402
 from workers.backends.openvino.config import OpenVinoConfig  # noqa: E402
