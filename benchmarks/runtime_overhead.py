@@ -165,7 +165,9 @@ def main() -> None:
         parser.error(f"--cases: unknown {sorted(unknown)}; known: {', '.join(cases)}")
     one_clip = DatasetConfig(name="one", source="samples", max_utterances=1)
     datasets = {name: one_clip if name == "mlx_w4" else dataset for name in chosen}
-    trials = {name: Trial(name, "bench", model, cases[name][0], datasets[name], hw, config, name) for name in chosen}
+    # the trial config is canonical JSON (Trial.describe reads it)
+    trials = {name: Trial(name, "bench", model, cases[name][0], datasets[name], hw, config, json.dumps({"case": name}))
+              for name in chosen}
     caches = {name: WorkerCache() for name in trials}  # one each, so each keeps its artifact between rounds
     loaded, _ = caches[chosen[0]].model(model)
     clips = {name: [u for u in caches[name].utterances(datasets[name]) if u.audio is not None] for name in chosen}
