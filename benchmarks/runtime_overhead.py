@@ -41,7 +41,7 @@ def trial_rtf(trial: Trial, cache: WorkerCache) -> tuple[float, object]:
     outcome = run_trial(trial, probe(), cache)
     if outcome.status != "ok":
         raise RuntimeError(f"{trial.quantization.label()}: {outcome.row.get('error')}")
-    return outcome.row["rtf"], cache.last_quantized[1]
+    return outcome.row["rtf"], cache.last_quantized[1].deployable
 
 
 def direct_ggml_rtf(path: str, clips: list, threads: int, audio_s: float) -> float:
