@@ -1,11 +1,14 @@
 """Benchmark: what quantsweep's runtime seam costs. RTF of a trial ÷ RTF of a plain loop over the runtime.
 
-For ggml q8_0 (whisper.cpp, evaluated in an isolated child) and CTranslate2 int8 on tiny.en: each round runs
-the quantsweep trial (its `rtf` column) and then a plain loop that calls the runtime directly on the same
-artifact, clips and threads (pywhispercpp's Model.transcribe; ctranslate2.models.Whisper.generate on the
-feature extractor's features), interleaved round by round so that drift in the machine's speed hits both.
-Last line: JSON {"ggml_q8_0_ratio", "ct2_int8_ratio", ...}: the median over rounds of each round's trial RTF ÷
-direct RTF (a pair run back to back shares the machine's state; 1.0 = no overhead), and the median RTFs.
+For ggml q8_0 (whisper.cpp, evaluated in an isolated child), CTranslate2 int8, ONNX Runtime dynamic int8, OpenVINO
+int8 weights and (with --mlx, one clip: MLX's CPU build is slow) MLX 4-bit on tiny.en: each round runs the
+quantsweep trial (its `rtf` column) and then a plain loop that calls the runtime directly on the same artifact,
+clips and threads (pywhispercpp's Model.transcribe; ctranslate2.models.Whisper.generate on the feature
+extractor's features; InferenceSession.run / compiled OpenVINO requests over the encoder and a greedy argmax
+loop over the decoder; mlx_whisper's load_model, embed_audio and decode), interleaved round by round so that
+drift in the machine's speed hits both. Last line: JSON {"<case>_ratio", ...}: the median over rounds of each
+round's trial RTF ÷ direct RTF (a pair run back to back shares the machine's state; 1.0 = no overhead), and the
+median RTFs.
 """
 from __future__ import annotations
 
@@ -21,6 +24,10 @@ import ctranslate2  # noqa: E402
 import numpy as np  # noqa: E402
 from pywhispercpp.model import Model  # noqa: E402
 
+import workers.backends  # noqa: E402,F401 - the registry first: it imports every backend
+from workers.backends.mlx.config import MlxConfig  # noqa: E402
+from workers.backends.onnxruntime.config import OnnxRuntimeConfig  # noqa: E402
+from workers.backends.openvino.config import OpenVinoConfig  # noqa: E402
 from workers.datasets import DatasetConfig  # noqa: E402
 from workers.evaluate import EvalConfig  # noqa: E402
 from workers.hardware import probe  # noqa: E402
@@ -34,7 +41,7 @@ def trial_rtf(trial: Trial, cache: WorkerCache) -> tuple[float, object]:
     outcome = run_trial(trial, probe(), cache)
     if outcome.status != "ok":
         raise RuntimeError(f"{trial.quantization.label()}: {outcome.row.get('error')}")
-    return outcome.row["rtf"], cache.last_quantized[1]
+    return outcome.row["rtf"], cache.last_quantized[1].deployable
 
 
 def direct_ggml_rtf(path: str, clips: list, threads: int, audio_s: float) -> float:
@@ -62,33 +69,117 @@ def direct_ct2_rtf(path: str, processor: object, clips: list, threads: int, audi
     return (time.perf_counter() - started) / audio_s
 
 
+def _greedy_direct(encode, step, processor: object, clips: list, audio_s: float) -> float:
+    """Features, the encoder, then argmax decoding until end-of-text: the runtime's calls and nothing else."""
+    prompt = np.asarray([processor.tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|notimestamps|>"])])
+    eos = processor.tokenizer.eos_token_id
+
+    def one(audio: np.ndarray) -> None:
+        features = processor.feature_extractor([audio], sampling_rate=16_000, return_tensors="np").input_features
+        cross_keys, cross_values = encode(features)
+        layers, batch, heads, _, head_dim = cross_keys.shape
+        keys = values = np.zeros((layers, batch, heads, 0, head_dim), dtype=np.float32)
+        ids = prompt
+        for _ in range(446):  # the trial's limit: 448 positions less the prompt
+            logits, keys, values = step(ids, keys, values, cross_keys, cross_values)
+            token = int(np.argmax(logits[0]))
+            if token == eos:
+                break
+            ids = np.asarray([[token]])
+
+    one(clips[0].audio)  # warm-up
+    started = time.perf_counter()
+    for u in clips:
+        one(u.audio)
+    return (time.perf_counter() - started) / audio_s
+
+
+def direct_ort_rtf(path: str, processor: object, clips: list, threads: int, audio_s: float) -> float:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    encoder, decoder = (ort.InferenceSession(f"{path}/{g}.onnx", options, providers=["CPUExecutionProvider"])
+                        for g in ("encoder", "decoder"))
+    names = [i.name for i in decoder.get_inputs()]
+    return _greedy_direct(lambda f: encoder.run(None, {"input_features": f}),
+                          lambda *a: decoder.run(None, dict(zip(names, a))), processor, clips, audio_s)
+
+
+def direct_openvino_rtf(path: str, processor: object, clips: list, threads: int, audio_s: float) -> float:
+    import openvino as ov
+
+    core, properties = ov.Core(), {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+    encoder, decoder = (core.compile_model(f"{path}/{g}.xml", "CPU", properties) for g in ("encoder", "decoder"))
+
+    def run(model, *inputs):
+        outputs = model(list(inputs))
+        return tuple(outputs[i] for i in range(len(model.outputs)))
+
+    return _greedy_direct(lambda f: run(encoder, f), lambda *a: run(decoder, *a), processor, clips, audio_s)
+
+
+def direct_mlx_rtf(path: str, processor: object, clips: list, threads: int, audio_s: float) -> float:
+    import mlx.core as mx
+    from mlx_whisper.decoding import DecodingOptions, decode
+    from mlx_whisper.load_models import load_model
+
+    model = load_model(path, dtype=mx.float32)
+    options = DecodingOptions(language="en", without_timestamps=True, temperature=0.0, fp16=False)
+
+    def one(audio: np.ndarray) -> None:
+        features = processor.feature_extractor([audio], sampling_rate=16_000, return_tensors="np").input_features
+        decode(model, model.embed_audio(mx.array(features.transpose(0, 2, 1))), options)
+
+    one(clips[0].audio)  # warm-up
+    started = time.perf_counter()
+    for u in clips:
+        one(u.audio)
+    return (time.perf_counter() - started) / audio_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-utterances", type=int, default=None)
+    parser.add_argument("--cases", default="ggml_q8_0,ct2_int8,ort_dynamic_int8,openvino_int8",
+                        help="comma-separated; also mlx_w4 (one clip: MLX's CPU build is slow)")
     args = parser.parse_args()
     model = ModelConfig(name="whisper-tiny.en", packaged="whisper-tiny.en")
     dataset = DatasetConfig(name="samples", source="samples", max_utterances=args.max_utterances)
     config = EvalConfig(threads=args.threads, warmup_utterances=1)
     hw = probe().hw_class
-    trials = {name: Trial(name, "bench", model, q, dataset, hw, config, name)
-              for name, q in (("ggml_q8_0", GgmlConfig(type="q8_0")), ("ct2_int8", CTranslate2Config(compute_type="int8")))}
+    cases = {
+        "ggml_q8_0": (GgmlConfig(type="q8_0"), lambda path, p, c, a: direct_ggml_rtf(path, c, args.threads, a)),
+        "ct2_int8": (CTranslate2Config(compute_type="int8"), lambda path, p, c, a: direct_ct2_rtf(path, p, c, args.threads, a)),
+        "ort_dynamic_int8": (OnnxRuntimeConfig(scheme="dynamic-int8"),
+                             lambda path, p, c, a: direct_ort_rtf(path, p, c, args.threads, a)),
+        "openvino_int8": (OpenVinoConfig(weights="int8"),
+                          lambda path, p, c, a: direct_openvino_rtf(path, p, c, args.threads, a)),
+        "mlx_w4": (MlxConfig(bits=4, dtype="float32"), lambda path, p, c, a: direct_mlx_rtf(path, p, c, args.threads, a)),
+    }
+    chosen = args.cases.split(",")
+    unknown = set(chosen) - set(cases)
+    if unknown:
+        parser.error(f"--cases: unknown {sorted(unknown)}; known: {', '.join(cases)}")
+    one_clip = DatasetConfig(name="one", source="samples", max_utterances=1)
+    datasets = {name: one_clip if name == "mlx_w4" else dataset for name in chosen}
+    # the trial config is canonical JSON (Trial.describe reads it)
+    trials = {name: Trial(name, "bench", model, cases[name][0], datasets[name], hw, config, json.dumps({"case": name}))
+              for name in chosen}
     caches = {name: WorkerCache() for name in trials}  # one each, so each keeps its artifact between rounds
-    loaded, _ = caches["ct2_int8"].model(model)
-    clips = [u for u in caches["ct2_int8"].utterances(dataset) if u.audio is not None]
-    audio_s = sum(u.duration_s for u in clips)
+    loaded, _ = caches[chosen[0]].model(model)
+    clips = {name: [u for u in caches[name].utterances(datasets[name]) if u.audio is not None] for name in chosen}
     rtfs: dict[str, list[float]] = {f"{n}_{side}": [] for n in trials for side in ("trial", "direct")}
     for _ in range(args.rounds):
-        rtf, artifact = trial_rtf(trials["ggml_q8_0"], caches["ggml_q8_0"])
-        rtfs["ggml_q8_0_trial"].append(rtf)
-        rtfs["ggml_q8_0_direct"].append(direct_ggml_rtf(str(artifact.path), clips, args.threads, audio_s))
-        rtf, artifact = trial_rtf(trials["ct2_int8"], caches["ct2_int8"])
-        rtfs["ct2_int8_trial"].append(rtf)
-        rtfs["ct2_int8_direct"].append(direct_ct2_rtf(str(artifact.path), loaded.processor, clips, args.threads,
-                                                      audio_s))
+        for name in chosen:
+            rtf, artifact = trial_rtf(trials[name], caches[name])
+            rtfs[f"{name}_trial"].append(rtf)
+            audio_s = sum(u.duration_s for u in clips[name])
+            rtfs[f"{name}_direct"].append(cases[name][1](str(artifact.path), loaded.processor, clips[name], audio_s))
     medians = {k: statistics.median(v) for k, v in rtfs.items()}
-    print(f"{len(clips)} clips, {audio_s:.1f} s of audio, {args.threads} thread(s), {args.rounds} interleaved rounds")
+    print(f"{ {n: len(c) for n, c in clips.items()} } clips, {args.threads} thread(s), {args.rounds} interleaved rounds")
     for name, values in rtfs.items():
         print(f"{name} RTF per round: {[round(v, 4) for v in values]}")
     figures = {f"{n}_ratio": round(statistics.median(t / d for t, d in zip(rtfs[f"{n}_trial"], rtfs[f"{n}_direct"])), 3)

@@ -15,10 +15,10 @@ from results.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from results.store import Store
 
 # Views in dependency order; each is one file in results/sql/.
-VIEWS = ("trials", "utterances", "scores", "run_scores", "scored", "baselines", "stats", "stats_pending",
+VIEWS = ("trials", "utterances", "scores", "run_scores", "scored", "baselines", "stats", "stats_pending", "prices",
          "leaderboard", "pareto", "ladder", "support_matrix", "hardware")
 # Small tables read once per connection, so that every leaderboard query runs on memory, not on files.
-MATERIALIZED = ("trials", "run_scores", "stats")
+MATERIALIZED = ("trials", "run_scores", "stats", "prices")
 # A query may list a file that compaction removes before DuckDB opens it; listing again finds its part file.
 QUERY_ATTEMPTS = 5
 T = TypeVar("T")

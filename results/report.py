@@ -16,7 +16,8 @@ from results.queries import fetch
 from results.tables import Table, cross_hardware, hardware, ladder, per_device, seed003, seed_table, support
 
 POINT_COLUMNS = ("hw_class", "dataset", "model", "quantization", "wer", "wer_ci_low", "wer_ci_high",
-                 "model_size_bytes", "rtf", "on_pareto_size", "on_pareto_rtf", "is_baseline", "significant",
+                 "model_size_bytes", "rtf", "cost_per_audio_hour", "currency", "core_hours_per_audio_hour",
+                 "on_pareto_size", "on_pareto_rtf", "is_baseline", "significant",
                  "sweep", "trial_id")
 
 

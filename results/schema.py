@@ -7,11 +7,14 @@ import pyarrow as pa
 # `host_group` and `quantsweep_version` (and gave `peak_mem_bytes` its isolated meaning, see peak_mem_kind);
 # for issue 8 the runtime columns: `runtime`, `front_end`, `artifact_bytes`, `runtime_*_s` of trials, and
 # `hypothesis_normalized` of utterances; for issue 9 the simulated-quantization flag, the analytic size,
-# BOPs, memory I/O, the decoded token and window counts, and the KL/top-1 drift from the float model. Readers take every older version: columns a file lacks read as
+# BOPs, memory I/O, the decoded token and window counts, and the KL/top-1 drift from the float model.
+# Readers take every older version: columns a file lacks read as
 # null (DuckDB union_by_name, pyarrow dataset schemas), so a v1 row is a v2 row without latency spread.
 # Version 4 (issue 13): the phase seconds and the NULL reasons of the measurements beside the floor; CPU
 # peak memory read inline around the timed passes by default (peak_mem_kind says which method).
-SCHEMA_VERSION = 4
+# Version 5 (issues 15, 16): `runtime_device` and `decoder_loop` of the deployment runtimes, the `prices` table;
+# metrics and runtimes own their columns (register_columns), `floor_s`, `act_bits` NULL for float activations.
+SCHEMA_VERSION = 5
 
 # Trial statuses: `ok` measured; `failed` raised (error holds type, message, traceback tail);
 # `unsupported` the library cannot run the scheme on the device (error holds the reason);
@@ -129,6 +132,11 @@ TRIALS = pa.schema(
         # the floor's part of compute_s: load_s (unless model_reused) + quantize_s (unless quantized_reused)
         # + warmup_s + timed_s; the rest of compute_s is the metrics' `<metric>_s`, sizes and scoring
         ("floor_s", pa.float64()),
+        # (issue 15) what a deployment runtime computed on, in its own words (ONNX Runtime's execution provider,
+        # OpenVINO's device, MLX's device and build: "mlx-cpu build: not Apple silicon"), and what ran the
+        # decoding loop (mlx_whisper's decode, or quantsweep's greedy loop over the exported graphs)
+        ("runtime_device", pa.string()),
+        ("decoder_loop", pa.string()),
     ]
 )
 
@@ -216,7 +224,23 @@ STATS = pa.schema(
     ]
 )
 
-TABLES = {"trials": TRIALS, "utterances": UTTERANCES, "scores": SCORES, "run_scores": RUN_SCORES, "stats": STATS}
+# (issue 15) the spec's `prices`, written by each run of a sweep (the latest set applies): per hour of a hardware
+# class or of chips matching a pattern (fnmatch, as `chip:` targets; a chip entry wins over its class)
+PRICES = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("sweep", pa.string()),
+        ("written_at", pa.timestamp("us", tz="UTC")),
+        ("position", pa.int32()),  # the entry's place in the spec: the first matching chip pattern applies
+        ("kind", pa.string()),  # "class" or "chip"
+        ("pattern", pa.string()),  # the class name, or the chip pattern (case-insensitive, anywhere in the name)
+        ("price_per_hour", pa.float64()),
+        ("currency", pa.string()),  # the spec's `currency` label, NULL when it gave none
+    ]
+)
+
+TABLES = {"trials": TRIALS, "utterances": UTTERANCES, "scores": SCORES, "run_scores": RUN_SCORES, "stats": STATS,
+          "prices": PRICES}
 # Columns added by their owners (a metric in workers/metrics, a runtime's own timers), by table: name -> owner.
 OWNED: dict[str, dict[str, str]] = {table: {} for table in TABLES}
 # Registered trials columns that the leaderboard view carries (results/sql/leaderboard.sql `{metric_columns}`).
@@ -250,6 +274,7 @@ KEYS = {
     "scores": ("scoring", "run_id", "utt_id"),
     "run_scores": ("scoring", "run_id"),
     "stats": ("run_id", "scoring", "baseline_run_id", "baseline_scoring", "resamples", "seed"),
+    "prices": ("sweep", "written_at", "position"),
 }
 
 

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import re
 import uuid
+from datetime import datetime, timezone
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,18 @@ class Store:
 
     def write_stats(self, sweep: str, stats: pa.Table) -> None:
         self._write(stats.cast(TABLES["stats"]), self.table_dir("stats", sweep), f"stats-{uuid.uuid4().hex}")
+
+    def write_prices(self, sweep: str, prices: dict[str, float], currency: str | None) -> None:
+        """(issue 15) The spec's prices as this run states them (an empty set too: prices removed from a spec
+        stop applying); the views take the latest set of each sweep."""
+        written_at = datetime.now(timezone.utc)
+        rows = [{"sweep": sweep, "written_at": written_at, "position": i,
+                 "kind": "chip" if target.startswith("chip:") else "class",
+                 "pattern": target.removeprefix("chip:"), "price_per_hour": price, "currency": currency}
+                for i, (target, price) in enumerate(prices.items())]
+        if not rows:  # an empty set still says "no prices since this run"
+            rows = [{"sweep": sweep, "written_at": written_at, "position": -1, "kind": "none", "currency": currency}]
+        self._write(table_from_rows("prices", rows), self.table_dir("prices", sweep), "prices")
 
     def _write(self, table: pa.Table, directory: str, name: str) -> None:
         fs, _ = self.fs_and_path

@@ -85,6 +85,13 @@ def front_cell(row: dict) -> str:
     return "+".join(axis for axis, on in (("size", row["on_pareto_size"]), ("rtf", row["on_pareto_rtf"])) if on)
 
 
+def cost_cell(row: dict) -> str:
+    """(issue 15) price x RTF in the spec's currency ("-" where the spec priced no such machine)."""
+    if missing(row["cost_per_audio_hour"]):
+        return "-"
+    return f"{row['cost_per_audio_hour']:.4f}" + (f" {row['currency']}" if row["currency"] else "")
+
+
 def yes_no(value: Any) -> str:
     return "-" if value is None else ("yes" if value else "NO")
 
@@ -121,6 +128,8 @@ PER_DEVICE_CELLS: list[tuple[str, Callable[[dict], str]]] = [
     ("identical", lambda r: pct(r["identical_rate"], 1)),
     ("KL", lambda r: number(r["kl_to_baseline"], 4)),
     ("top-1", lambda r: pct(r["top1_agreement"], 1)),
+    ("cost/audio h", lambda r: cost_cell(r)),
+    ("core-h/audio h", lambda r: number(r["core_hours_per_audio_hour"])),
     ("front", front_cell),
 ]
 
@@ -270,6 +279,9 @@ LADDER_CELLS: list[tuple[str, Callable[[dict], str]]] = [
     ("identical (norm.)", lambda r: pct(r["identical_normalized_rate"], 1)),
     ("size", lambda r: megabytes(r["model_size_bytes"])),
     ("size red.", lambda r: pct(r["size_reduction"], 1)),
+    ("cost/audio h", lambda r: cost_cell(r)),
+    ("core-h/audio h", lambda r: number(r["core_hours_per_audio_hour"])),
+    ("computed on", lambda r: r["runtime_device"] or "-"),
 ]
 
 

@@ -81,6 +81,7 @@ def run(
     _plan_or_exit(spec, spec_path, hardware.hw_class)  # every spec error before anything starts or is written
     _sources_or_exit(spec)
     store = _store(results, spec)
+    store.write_prices(spec.sweep, spec.prices, spec.currency)  # issue 15: the prices the tables apply
     where, dashboard = scheduler.connect(address, hardware)
     present = sorted({n.hw_class for n in scheduler.live_nodes()})
     plan = _plan_or_exit(spec, spec_path, hardware.hw_class, present)

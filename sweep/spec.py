@@ -53,6 +53,12 @@ def _hardware_target(value: str) -> str:
     raise ValueError(f"{value!r} is not a hardware target (local, all, {', '.join(HW_CLASSES)}, chip:<pattern>)")
 
 
+def _price_target(value: str) -> str:
+    if value in HW_CLASSES or (value.startswith("chip:") and len(value) > 5):
+        return value
+    raise ValueError(f"{value!r} is not a priced hardware ({', '.join(HW_CLASSES)} or chip:<pattern>)")
+
+
 class Spec(Strict):
     """A sweep: the product of models x quantization x datasets x hardware, minus `exclude`."""
 
@@ -70,6 +76,12 @@ class Spec(Strict):
     )
     eval: EvalConfig = Field(default_factory=EvalConfig)
     exclude: list[Exclusion] = Field(default_factory=list)
+    # (issue 15) what an hour of each machine costs, the user's figures (none ship with quantsweep): the tables
+    # show cost_per_audio_hour = price x RTF for the trials that ran on it
+    prices: dict[Annotated[str, AfterValidator(_price_target)], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="price per hour of a hardware class (x86-cpu, cuda, ...) or chip:<pattern> "
+        "(a chip pattern wins over its class; the first matching pattern in spec order)")
+    currency: str | None = Field(None, description="the prices' currency, a label the tables carry (default none)")
 
     @field_validator("models", mode="before")
     @classmethod

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from workers.backends import library_for, runtime_of
-from workers.backends.base import Artifact, Calibrate, Deployable, Exporter, Quantizer, Target, build_artifact
+from workers.backends.base import (Artifact, Calibrate, Calibration, Deployable, Exporter, Quantizer, Target,
+                                  build_artifact)
 from workers.datasets import Utterance
 from workers.device import Device
 from workers.evaluate import EvalConfig, Transcriber, run_pass
@@ -31,7 +32,9 @@ def quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: lis
     or, for an exporter, its artifact written from the float model (which it only reads)."""
     library = library_for(with_family_defaults(trial.quantization, loaded.family))
     if isinstance(library, Exporter):
-        return build_artifact(library, loaded)
+        clips = (Calibration([u.audio for u in calibration if u.audio is not None], trial.calibration.language)
+                 if calibration is not None and trial.calibration is not None else None)
+        return build_artifact(library, loaded, clips)
     assert isinstance(library, Quantizer)
     model = copy.deepcopy(loaded.model).to(device.torch_device)
     spent: list[float] = []

@@ -222,7 +222,7 @@ def _measure(trial: Trial, hardware: Hardware, cache: WorkerCache, row: dict[str
         quantized_param_share=deployable.quantized_params / deployable.total_params,
         model_size_bytes=runtime.model_size_bytes(deployable),
         model_mem_bytes=model_mem_bytes(module) if module is not None else None,
-        calibrate_s=deployable.calibrate_s if isinstance(deployable, QuantizedModel) else None,
+        calibrate_s=deployable.calibrate_s,
     )
     row["size_reduction"] = 1 - row["model_size_bytes"] / row["baseline_size_bytes"]
     for tracker in trackers:

@@ -17,7 +17,8 @@ SELECT model, hw_class, dataset,
        row_number() OVER (PARTITION BY model, hw_class, dataset ORDER BY rtf, quantization) AS step,
        quantization, library, scheme, weight_bits, runtime, rtf, rtf_cv, timing_noisy, speedup, latency_p50_s,
        wer, delta_wer, delta_wer_p, significant, identical_rate, i.identical_raw_rate, i.identical_normalized_rate,
-       model_size_bytes, artifact_bytes, size_reduction, on_pareto_rtf, is_baseline, sweep, trial_id
+       model_size_bytes, artifact_bytes, size_reduction, on_pareto_rtf, is_baseline,
+       cost_per_audio_hour, currency, core_hours_per_audio_hour, runtime_device, front_end, sweep, trial_id
 FROM leaderboard
 LEFT JOIN identity AS i USING (sweep, trial_id)
 WHERE rtf IS NOT NULL;

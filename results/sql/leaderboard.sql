@@ -25,10 +25,16 @@ WITH board AS (
         t.library = 'none' AND t.scheme = 'fp32' AS is_baseline,
         t.n_utterances, x.n_paired, s.ref_words, t.audio_seconds, s.scoring, s.normalizer,
         t.threads, t.batch_size, t.hw_chip, t.host, t.sweep, t.trial_id, t.run_id,
-        b.baseline_trial_id, b.baseline_run_id, b.baseline_wer
+        b.baseline_trial_id, b.baseline_run_id, b.baseline_wer,
+        -- (issue 15) cost: the user's price of an hour of the machine x RTF (compute hours per audio hour);
+        -- cores: the threads a CPU trial computed with x RTF (NULL on GPUs)
+        pr.price_per_hour, pr.currency, pr.price_per_hour * t.rtf AS cost_per_audio_hour,
+        CASE WHEN t.device = 'cpu' THEN t.threads * t.rtf END AS core_hours_per_audio_hour,
+        t.runtime_device, t.decoder_loop
     FROM current_trials AS t
     JOIN scored AS s USING (sweep, trial_id)
     JOIN baselines AS b USING (sweep, trial_id)
+    LEFT JOIN trial_prices AS pr ON pr.sweep = t.sweep AND pr.trial_id = t.trial_id
     LEFT JOIN stats AS x
         ON x.run_id = t.run_id AND x.scoring = s.scoring AND x.baseline_run_id = coalesce(b.baseline_run_id, '')
        AND x.baseline_scoring = coalesce(b.baseline_scoring, '')
@@ -68,5 +74,6 @@ SELECT
     on_pareto_size OR on_pareto_rtf AS on_pareto,
     is_baseline, n_utterances, n_paired, ref_words, audio_seconds, scoring, normalizer, threads, batch_size,
     hw_chip, host, hw_simulated,
+    price_per_hour, currency, cost_per_audio_hour, core_hours_per_audio_hour, runtime_device, decoder_loop,
     sweep, trial_id, run_id, baseline_trial_id, baseline_run_id, baseline_wer
 FROM fronts;

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -87,6 +88,11 @@ class QuantConfig(BaseModel):
         return self.name or f"{self.library}-{self.describe().scheme}"
 
 
+def dtype_name(short: str) -> str:
+    """fp16 -> float16: the spec says the short name (compute_dtype, format), the trials table the long one."""
+    return {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[short]
+
+
 @dataclass(frozen=True)
 class Description:
     """What a quantization is, in the trials table's words (None where a column does not apply)."""
@@ -135,6 +141,7 @@ class Artifact:
     total_params: int
     # Owns the files: they are removed when the artifact is dropped (a worker keeps one, see WorkerCache).
     workdir: tempfile.TemporaryDirectory | None = field(repr=False, default=None)
+    calibrate_s: float | None = None  # (issue 15) seconds a static scheme spent on calibration, part of quantize_s
 
     @property
     def artifact_bytes(self) -> int:
@@ -144,6 +151,15 @@ class Artifact:
 
 
 Calibrate = Callable[[nn.Module], None]  # runs the model over calibration audio
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """(issue 15) What an exporter's static scheme calibrates on: the calibration split's audio (never the
+    evaluation audio) and its language."""
+
+    audios: list[np.ndarray]
+    language: str
 
 
 class Library(ABC):
@@ -221,17 +237,20 @@ class Exporter(Library):
     """A library whose quantization is an artifact for its own runtime (`runtime`), written from the float model."""
 
     @abstractmethod
-    def export(self, loaded: LoadedModel, workdir: Path) -> Artifact:
-        """Convert and quantize `loaded` (fp32, CPU) into files under `workdir`."""
+    def export(self, loaded: LoadedModel, workdir: Path, calibration: Calibration | None = None) -> Artifact:
+        """Convert and quantize `loaded` (fp32, CPU) into files under `workdir`; `calibration` is given only
+        where the config needs calibration."""
 
 
 Deployable = QuantizedModel | Artifact
 
 
-def build_artifact(exporter: Exporter, loaded: LoadedModel) -> Artifact:
+def build_artifact(exporter: Exporter, loaded: LoadedModel, calibration: Calibration | None = None) -> Artifact:
     """The exporter's artifact in a fresh temporary directory that lives as long as the artifact."""
     workdir = tempfile.TemporaryDirectory(prefix="quantsweep-artifact-")
-    artifact = exporter.export(loaded, Path(workdir.name))
+    # exporters without a static scheme take no calibration argument
+    artifact = (exporter.export(loaded, Path(workdir.name), calibration) if calibration is not None
+                else exporter.export(loaded, Path(workdir.name)))
     artifact.workdir = workdir
     return artifact
 

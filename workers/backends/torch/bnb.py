@@ -8,7 +8,8 @@ from torch import nn
 
 from workers.device import Device
 from workers.backends.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, replace_linears
-from workers.backends.torch.none import DTYPES, dtype_name
+from workers.backends.base import dtype_name
+from workers.backends.torch.none import DTYPES
 
 FOUR_BIT_ONLY = ("blocksize", "double_quant", "compute_dtype")
 

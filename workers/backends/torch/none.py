@@ -5,16 +5,11 @@ from typing import ClassVar, Literal
 
 import torch
 
+from workers.backends.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, count_params, dtype_name
 from workers.device import Device
-from workers.backends.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, count_params
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BITS = {"fp32": 32, "fp16": 16, "bf16": 16}
-
-
-def dtype_name(short: str) -> str:
-    """fp16 -> float16: the spec says the short name, the trials table torch's."""
-    return str(DTYPES[short]).removeprefix("torch.")
 
 
 class NoneConfig(QuantConfig):
