@@ -11,7 +11,7 @@ import duckdb
 
 from results.queries import fetch
 
-VIEWS = ("per-device", "cross-hardware", "ladder", "pareto", "support", "hardware")
+VIEWS = ("per-device", "cross-hardware", "ladder", "pareto", "support", "hardware", "race")
 PRESETS = ("seed-table", "seed003")
 
 LEGEND_SIGNIFICANCE = "~ ΔWER not significant at 5% (paired bootstrap over utterances)"
@@ -331,3 +331,7 @@ BUILDERS: dict[str, Callable[[duckdb.DuckDBPyConnection, str | None], list[Table
     "per-device": per_device, "cross-hardware": cross_hardware, "ladder": ladder, "pareto": pareto,
     "support": support, "hardware": hardware, "seed-table": seed_table, "seed003": seed003,
 }
+
+from results.race_view import race  # noqa: E402  (issue 14; last: it builds on the helpers above)
+
+BUILDERS["race"] = race

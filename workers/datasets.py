@@ -31,7 +31,7 @@ GOFORWARD_REFERENCE = "go forward ten meters"
 POCKETSPHINX_HINT = "install it with `apt-get install pocketsphinx-testdata` (as root)"
 AUDIOEVAL_HINT = "install it with `pip install pytest-audioeval==0.1.3` (or `pip install 'quantsweep[samples]'`)"
 
-SourceName = Literal["samples", "librispeech", "manifest", "folder", "hf_disk", "hf"]
+SourceName = Literal["samples", "librispeech", "manifest", "folder", "hf_disk", "hf", "synthetic"]
 SAMPLE_SPLITS = ("eval", "calibration")
 SPLIT_SOURCES = ("samples", "hf_disk", "hf")
 HF_SOURCES = ("hf_disk", "hf")
@@ -41,6 +41,7 @@ PATH_MEANING = {
     "folder": "a folder of audio files, each with a .txt reference beside it",
     "hf_disk": "a folder written by datasets' save_to_disk",
     "hf": "a Hugging Face hub id ORG/NAME or a local folder in the hub's layout (e.g. parquet shards)",
+    "synthetic": "the folder `make synthetic-speech` built (default: the cache's synthetic-speech-espeak)",
 }
 # hf_disk: the first of these columns that exists names the utterances; else the row number does.
 HF_ID_COLUMNS = ("utt_id", "id", "segment_id", "audio_id")
@@ -135,6 +136,9 @@ class DatasetConfig(BaseModel):
                 raise ValueError("path: source 'samples' is built in and takes no path")
             if self.split not in (None, *SAMPLE_SPLITS):
                 raise ValueError(f"split: source 'samples' has splits 'eval' and 'calibration', not {self.split!r}")
+        elif self.source == "synthetic":
+            if "synthetic" not in self.name:
+                raise ValueError(f"name: {self.name!r} must say 'synthetic': source 'synthetic' is synthetic speech")
         elif self.path is None:
             raise ValueError(f"path: required for source {self.source!r} ({PATH_MEANING[self.source]})")
         if self.split is not None and self.source not in SPLIT_SOURCES:
@@ -567,6 +571,15 @@ SOURCES: dict[str, Callable[[DatasetConfig], list[ListedUtterance]]] = {
     "hf_disk": hf_disk_utterances,
     "hf": hf_utterances,
 }
+
+
+def _synthetic(config: DatasetConfig) -> list[ListedUtterance]:
+    from workers.dataset_synthetic import synthetic_utterances  # its own room (issue 14)
+
+    return synthetic_utterances(config)
+
+
+SOURCES["synthetic"] = _synthetic
 
 
 def load_utterances(config: DatasetConfig) -> list[Utterance]:
