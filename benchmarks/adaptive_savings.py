@@ -45,13 +45,13 @@ GRID = [
 ]
 
 
-def spec(name: str, utterances: int, strategy: str, objectives: list[str]) -> dict:
+def spec(name: str, utterances: int, strategy: str, objectives: list[str], first_rung: int) -> dict:
     out = {"sweep": name, "models": ["whisper-tiny.en"], "quantization": GRID,
            "datasets": [{"name": "synthetic-speech-espeak", "source": "synthetic", "max_utterances": utterances}],
            # sentences are at most 18 words: 40 tokens bound a looping decoder without cutting a real transcript
            "eval": {"max_new_tokens": 40, "memory": "off"}}
     if strategy == "adaptive":
-        out |= {"strategy": "adaptive", "adaptive": {"objectives": objectives}}
+        out |= {"strategy": "adaptive", "adaptive": {"objectives": objectives, "first_rung": first_rung}}
     return out
 
 
@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=300)
     parser.add_argument("--objectives", default="wer,model_size_bytes",
                         help="comma-separated: wer, rtf, model_size_bytes (rtf: the two runs' timings must agree)")
+    parser.add_argument("--first-rung", type=int, default=30, help="utterances of the race's first rung")
     parser.add_argument("--work", type=Path, default=None, help="keep the results here (default: a temporary dir)")
     args = parser.parse_args()
     objectives = args.objectives.split(",")
@@ -83,7 +84,7 @@ def main() -> None:
     walls = {}
     for strategy in ("grid", "adaptive"):
         path = work / f"{strategy}.yaml"
-        path.write_text(yaml.safe_dump(spec(strategy, args.utterances, strategy, objectives)))
+        path.write_text(yaml.safe_dump(spec(strategy, args.utterances, strategy, objectives, args.first_rung)))
         walls[strategy] = run(path, work / strategy)
     grid, race = rows(work / "grid", "grid"), rows(work / "adaptive", "adaptive")
     failed = [r["quantization"] for r in grid + race if r["status"] not in ("ok", "stopped")]
@@ -109,7 +110,8 @@ def main() -> None:
           f"(the race's own grid estimate: {estimate_s:.0f} s); wall: grid {walls['grid']:.0f} s, "
           f"race {walls['adaptive']:.0f} s; timings on a shared machine")
     print(json.dumps({
-        "utterances": args.utterances, "quantizations": len(GRID), "objectives": objectives,
+        "utterances": args.utterances, "first_rung": args.first_rung, "quantizations": len(GRID),
+        "objectives": objectives,
         "grid_compute_s": round(grid_s, 1), "race_compute_s": round(race_s, 1),
         "race_compute_share": round(race_s / grid_s, 4), "race_grid_estimate_s": round(estimate_s, 1),
         "grid_wall_s": round(walls["grid"], 1), "race_wall_s": round(walls["adaptive"], 1),

@@ -85,8 +85,9 @@ def run(
     # a race's stopped trials are decided (a grid run completes them); its racing ones go on
     stopped_done = ("stopped",) if spec.strategy == "adaptive" else ()
     todo = diff(plan.trials, store.finished(spec.sweep), rerun, retry_failed, stopped_done)
-    console.print(f"sweep [bold]{spec.sweep}[/bold] ({spec.strategy}): {len(plan.trials)} trials planned, {len(todo.done)} already "
-                  f"done, {len(todo.to_run)} to run, {len(plan.unsupported)} unsupported; Ray {where}; "
+    console.print(f"sweep [bold]{spec.sweep}[/bold] ({spec.strategy}): {len(plan.trials)} trials planned, "
+                  f"{len(todo.done)} already done, {len(todo.to_run)} to run, {len(plan.unsupported)} unsupported; "
+                  f"Ray {where}; "
                   f"results in {store.root}" + (f"; Ray dashboard http://{dashboard}" if dashboard else ""))
     state = {"planned": len(plan.trials) + len(plan.unsupported), "to_run": len(todo.to_run), "ray": where,
              "host": socket.gethostname(), "pid": os.getpid(), "started_at": datetime.now(timezone.utc).isoformat()}

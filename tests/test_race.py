@@ -111,3 +111,25 @@ def test_kept_models_stay_within_their_budget_least_recently_used_first() -> Non
     assert kept.get(("b",)) is None and kept.get(("a",)) == "A" and kept.get(("c",)) == "C"
     kept.put(("huge",), "H", 101)
     assert kept.get(("huge",)) is None
+
+
+BASE = {"sweep": "s", "models": [{"name": "m", "packaged": "whisper-tiny.en", "family": "whisper"}],
+        "quantization": [{"library": "none", "dtype": "fp32"}], "datasets": [{"name": "d", "source": "samples"}]}
+
+
+def test_spec_strategy_defaults_to_grid_and_adaptive_settings_are_checked() -> None:
+    from sweep.spec import SpecError, parse_spec
+
+    assert parse_spec(BASE).strategy == "grid" and parse_spec(BASE).adaptive is None
+    adaptive = parse_spec(BASE | {"strategy": "adaptive"}).adaptive
+    assert adaptive.objectives == ["wer", "rtf", "model_size_bytes"] and adaptive.confidence == 0.95
+    for bad, problem in [
+        ({"adaptive": {"confidence": 0.9}}, "adaptive: race settings need `strategy: adaptive`"),
+        ({"strategy": "adaptive", "adaptive": {"objectives": ["wer", "speed"]}}, "adaptive.objectives[1]: 'speed'"),
+        ({"strategy": "adaptive", "adaptive": {"objectives": ["wer", "wer"]}}, "each objective once"),
+        ({"strategy": "adaptive", "adaptive": {"first_rung": 3}}, "adaptive.first_rung"),
+        ({"strategy": "race"}, "strategy: 'race' is not supported"),
+    ]:
+        with pytest.raises(SpecError) as error:
+            parse_spec(BASE | bad)
+        assert any(problem in p for p in error.value.problems), error.value.problems
