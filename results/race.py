@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 
@@ -84,15 +83,33 @@ def dominating_pairs(sizes: Sequence[float | None], objectives: Sequence[str]) -
     return sum(may_dominate(sizes[a], sizes[b]) for a in range(k) for b in range(k) if a != b)
 
 
+def t_tail(t: float, df: int) -> float:
+    """P(T > t) for Student's t with integer df >= 1, t >= 0: the closed form by theta = atan(t / sqrt(df))
+    (Abramowitz and Stegun 26.7.3-4; no scipy here)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2, term, total = math.cos(theta) ** 2, 1.0, 1.0
+    if df % 2:  # odd: 2/pi (theta + sin cos (1 + 2/3 cos^2 + 2*4/(3*5) cos^4 + ...))
+        for k in range(1, (df - 1) // 2):
+            term *= 2 * k / (2 * k + 1) * c2
+            total += term
+        inside = 2 / math.pi * (theta + (math.sin(theta) * math.cos(theta) * total if df > 1 else 0.0))
+    else:  # even: sin (1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ...)
+        for k in range(1, df // 2):
+            term *= (2 * k - 1) / (2 * k) * c2
+            total += term
+        inside = math.sin(theta) * total
+    return (1 - inside) / 2
+
+
 def t_quantile(p: float, df: int) -> float:
-    """Student t quantile (p > 0.5) by the Cornish-Fisher expansion around the normal quantile (Abramowitz and
-    Stegun 26.7.5, four terms; no scipy here): its tail probability is within 1% of 1 - p for df >= 9 and p up
-    to 1 - 1e-6 (tests/test_race.py integrates the density to check)."""
-    z = NormalDist().inv_cdf(p)
-    v = float(df)
-    return (z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
-            + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * v**4))
+    """The t with P(T <= t) = p (p > 0.5), by bisection on t_tail."""
+    low, high = 0.0, 1.0
+    while t_tail(high, df) > 1 - p:
+        high *= 2
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if t_tail(middle, df) > 1 - p else (low, middle)
+    return high
 
 
 def upper_bound(diffs: np.ndarray, population: int, alpha: float) -> np.ndarray:
