@@ -3,7 +3,7 @@ the race stopped (numbers over the utterances they were scored on), each trial's
 race spent against its estimate of the full grid's."""
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import duckdb
 import numpy as np
@@ -44,9 +44,9 @@ def _rung_wers(rows: list[tuple]) -> dict[str, list[float]]:
 
 
 def _intervals(rows: list[tuple]) -> dict[str, tuple[float, float]]:
-    ids = [r[0] for r in rows]
-    trials = list(dict.fromkeys(ids))
-    lengths = np.array([ids.count(t) for t in trials])
+    counts = Counter(r[0] for r in rows)  # rows come trial after trial
+    trials = list(counts)
+    lengths = np.array([counts[t] for t in trials])
     found = run_intervals(lengths, np.array([r[2] for r in rows]), np.array([r[3] for r in rows]))
     return {t: (found.wer_ci_low[i], found.wer_ci_high[i]) for i, t in enumerate(trials)}
 
