@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-OBJECTIVES = ("wer", "rtf", "model_size_bytes")
 MEASURED = ("wer", "rtf")  # per utterance, so bounded with confidence; model size is deterministic
 
 
