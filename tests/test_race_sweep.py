@@ -67,6 +67,10 @@ def test_an_interrupted_race_resumes_from_its_rows(race: tuple[Path, dict[str, d
         first = [u for u in utterances if u["trial_id"] == row["trial_id"] and u["rung"] == 1]
         assert len(first) == 10 and {u["run_id"] for u in first} == {racing["run_id"]}
         assert row["compute_s"] > racing["compute_s"]  # rung 2 added to what rung 1 spent, not replaced
+    for label in ("fp32", "torch-dynamic-int8"):
+        # the worker keeps a racing trial's model between its rungs; only a restart of the driver (new
+        # workers) made the trials that had run rung 1 before it quantize again
+        assert rows[label]["race_requantized"] == (1 if label in before else 0), label
 
 
 def test_the_dominated_trial_is_stopped_with_its_reason_and_the_rest_complete(
