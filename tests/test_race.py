@@ -133,3 +133,32 @@ def test_spec_strategy_defaults_to_grid_and_adaptive_settings_are_checked() -> N
         with pytest.raises(SpecError) as error:
             parse_spec(BASE | bad)
         assert any(problem in p for p in error.value.problems), error.value.problems
+
+
+def _utterance(utt_id: str, errors: int, words: int, seconds: float, rung: int) -> dict:
+    return {"utt_id": utt_id, "error": None, "substitutions": errors, "deletions": 0, "insertions": 0,
+            "ref_words": words, "ref_chars": 5 * words, "char_errors": errors, "duration_s": 2.0,
+            "seconds": seconds, "rung": rung}
+
+
+def test_rungs_merge_into_one_row_over_every_utterance_scored() -> None:
+    from sweep.racing import merge_rung
+
+    first = [_utterance("a", 1, 10, 0.2, 1), _utterance("b", 0, 10, 0.4, 1)]
+    second = [_utterance("c", 3, 20, 0.6, 2)]
+    rung1 = {"compute_s": 10.0, "timed_s": 0.6, "drift_s": None, "audio_seconds": 4.0, "rtf": 0.15, "rtf_best": 0.15,
+             "quantize_s": 5.0, "quantized_reused": False, "batch_size": 1, "decode_s": 0.5, "log": "",
+             "timing_exclusive": True, "race_dataset_audio_s": 20.0, "started_at": "t1", "load_s": 2.0}
+    rung2 = rung1 | {"compute_s": 1.0, "timed_s": 0.6, "audio_seconds": 2.0, "rtf": 0.3, "rtf_best": 0.3,
+                     "quantized_reused": True, "quantize_s": 5.0, "decode_s": 0.4, "log": "a warning",
+                     "started_at": "t2"}
+    row = merge_rung(merge_rung(None, rung1, first, 1), rung2, first + second, 2)
+    assert row["wer"] == pytest.approx(4 / 40) and row["n_utterances"] == 3 and row["word_errors"] == 4
+    assert row["rtf"] == pytest.approx((0.15 * 4 + 0.3 * 2) / 6)  # total compute seconds / total audio
+    assert row["compute_s"] == 11.0 and row["decode_s"] == pytest.approx(0.9) and row["race_rung"] == 2
+    assert row["quantize_s"] == 5.0 and row["race_requantized"] == 0 and row["started_at"] == "t1"
+    assert row["latency_p50_s"] == pytest.approx(0.4) and row["rtf_cv"] is None
+    assert row["log"] == "[rung 2] a warning"
+    # the grid estimate: the first rung's one-off seconds + timed seconds per scored audio second x all the audio
+    assert row["race_setup_s"] == pytest.approx(10.0 - 0.6)
+    assert row["grid_estimate_s"] == pytest.approx(9.4 + 1.2 * 20.0 / 6.0)
