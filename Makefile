@@ -11,9 +11,9 @@ export QUANTSWEEP_CACHE := $(CACHE)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup sample-audio system-packages demo test bench clean-results
+.PHONY: setup sample-audio synthetic-speech system-packages demo test bench clean-results
 
-setup: $(VENV)/.installed $(CACHE)/whisper-english-spelling.json sample-audio
+setup: $(VENV)/.installed $(CACHE)/whisper-english-spelling.json sample-audio synthetic-speech
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -46,8 +46,16 @@ endef
 sample-audio:
 	$(call apt_install,pocketsphinx-testdata)
 
+# Synthetic speech (dataset source `synthetic`, issue 14): espeak-ng voices reading public-domain sentences
+# (dict-devil: The Devil's Dictionary, 1911) with sox noise at several SNRs; deterministic, built once.
+synthetic-speech: $(CACHE)/synthetic-speech-espeak/manifest.jsonl
+
+$(CACHE)/synthetic-speech-espeak/manifest.jsonl: workers/datasets/synthetic.py | $(VENV)/.installed
+	$(call apt_install,espeak-ng sox dict-devil)
+	$(PY) -m workers.datasets.synthetic --out $(CACHE)/synthetic-speech-espeak
+
 system-packages:
-	$(call apt_install,pocketsphinx-testdata chromium)
+	$(call apt_install,pocketsphinx-testdata chromium espeak-ng sox dict-devil)
 
 demo: setup
 	$(VENV)/bin/quantsweep run sweeps/demo.yaml

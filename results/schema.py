@@ -14,12 +14,17 @@ import pyarrow as pa
 # peak memory read inline around the timed passes by default (peak_mem_kind says which method).
 # Version 5 (issues 15, 16): `runtime_device` and `decoder_loop` of the deployment runtimes, the `prices` table;
 # metrics and runtimes own their columns (register_columns), `floor_s`, `act_bits` NULL for float activations.
+# and (issue 14) adaptive races: statuses `racing` and `stopped`, the race_* columns and grid_estimate_s of
+# trials, the `rung` of utterances.
 SCHEMA_VERSION = 5
 
 # Trial statuses: `ok` measured; `failed` raised (error holds type, message, traceback tail);
 # `unsupported` the library cannot run the scheme on the device (error holds the reason);
-# `no_capacity` no live node of the targeted class within the wait.
-STATUSES = ("ok", "failed", "unsupported", "no_capacity")
+# `no_capacity` no live node of the targeted class within the wait; (issue 14, strategy adaptive) `racing` a
+# trial of an unfinished race, scored on its first rungs (a later run continues it); `stopped` the race stopped
+# it: another trial of its group was better with confidence (race_dominated_by, race_reason), and its numbers
+# are over the race_rung rungs (n_utterances utterances) it was scored on.
+STATUSES = ("ok", "failed", "unsupported", "no_capacity", "racing", "stopped")
 
 # The trials columns every row has; metrics and runtimes add their own (register_columns).
 TRIALS = pa.schema(
@@ -137,6 +142,22 @@ TRIALS = pa.schema(
         # decoding loop (mlx_whisper's decode, or quantsweep's greedy loop over the exported graphs)
         ("runtime_device", pa.string()),
         ("decoder_loop", pa.string()),
+        # (issue 14) adaptive races (README "Adaptive sweeps"); NULL for grid trials
+        ("race_group", pa.string()),  # "family / dataset / hardware": the trials raced against each other
+        ("race_rung", pa.int32()),  # rungs this row's numbers are over (a stopped trial: the rung it stopped at)
+        ("race_rungs", pa.int32()),  # rungs of the whole schedule (the last one ends on every utterance)
+        ("race_dataset_utterances", pa.int32()),  # utterances of the whole dataset (n_utterances: those scored)
+        ("race_dataset_audio_s", pa.float64()),  # audio seconds of the whole dataset
+        ("race_dominated_by", pa.string()),  # trial_id of the trial that dominated a stopped one
+        ("race_reason", pa.string()),  # why it stopped, objective by objective, at which confidence
+        ("race_objectives", pa.string()),  # the spec's objectives, comma-separated
+        ("race_confidence", pa.float64()),
+        ("race_requantized", pa.int32()),  # rungs after the first that had to quantize the model again
+        # seconds of the first rung a grid run would also spend once (load, quantize, warm-up, memory, costs)
+        ("race_setup_s", pa.float64()),
+        # ESTIMATE of the seconds a grid run of this trial over the whole dataset takes: race_setup_s + the timed
+        # and drift passes' seconds per scored audio second x the dataset's audio seconds
+        ("grid_estimate_s", pa.float64()),
     ]
 )
 
@@ -160,6 +181,7 @@ UTTERANCES = pa.schema(
         ("seconds", pa.float64()),  # compute seconds of this utterance's batch share in the timed pass
         ("error", pa.string()),
         ("hypothesis_normalized", pa.string()),  # (issue 8) the hypothesis as `normalizer` made it for scoring
+        ("rung", pa.int32()),  # (issue 14) the race's rung this utterance was scored in (NULL: a grid trial)
     ]
 )
 

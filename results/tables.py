@@ -11,7 +11,6 @@ import duckdb
 
 from results.queries import fetch
 
-VIEWS = ("per-device", "cross-hardware", "ladder", "pareto", "support", "hardware")
 PRESETS = ("seed-table", "seed003")
 
 LEGEND_SIGNIFICANCE = "~ ΔWER not significant at 5% (paired bootstrap over utterances)"
@@ -338,8 +337,3 @@ def hardware(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[T
     return [Table("hardware", columns, [tuple(r[c] for c in columns) for r in rows], list(columns),
                   [["-" if missing(v) else str(v) for v in (r[c] for c in columns)] for r in rows])]
 
-
-BUILDERS: dict[str, Callable[[duckdb.DuckDBPyConnection, str | None], list[Table]]] = {
-    "per-device": per_device, "cross-hardware": cross_hardware, "ladder": ladder, "pareto": pareto,
-    "support": support, "hardware": hardware, "seed-table": seed_table, "seed003": seed003,
-}

@@ -85,9 +85,12 @@ def run(
     where, dashboard = scheduler.connect(address, hardware)
     present = sorted({n.hw_class for n in scheduler.live_nodes()})
     plan = _plan_or_exit(spec, spec_path, hardware.hw_class, present)
-    todo = diff(plan.trials, store.finished(spec.sweep), rerun, retry_failed)
-    console.print(f"sweep [bold]{spec.sweep}[/bold]: {len(plan.trials)} trials planned, {len(todo.done)} already "
-                  f"done, {len(todo.to_run)} to run, {len(plan.unsupported)} unsupported; Ray {where}; "
+    # a race's stopped trials are decided (a grid run completes them); its racing ones go on
+    stopped_done = ("stopped",) if spec.strategy == "adaptive" else ()
+    todo = diff(plan.trials, store.finished(spec.sweep), rerun, retry_failed, stopped_done)
+    console.print(f"sweep [bold]{spec.sweep}[/bold] ({spec.strategy}): {len(plan.trials)} trials planned, "
+                  f"{len(todo.done)} already done, {len(todo.to_run)} to run, {len(plan.unsupported)} unsupported; "
+                  f"Ray {where}; "
                   f"results in {store.root}" + (f"; Ray dashboard http://{dashboard}" if dashboard else ""))
     state = {"planned": len(plan.trials) + len(plan.unsupported), "to_run": len(todo.to_run), "ray": where,
              "host": socket.gethostname(), "pid": os.getpid(), "started_at": datetime.now(timezone.utc).isoformat()}
@@ -95,7 +98,13 @@ def run(
     try:
         with SweepProgress(console, todo.to_run) as progress:
             scheduler.record_unsupported(plan.unsupported, store, store.finished(spec.sweep), progress.update)
-            summary = scheduler.run_trials(todo.to_run, store, progress.update, retries, wait_timeout)
+            if spec.strategy == "adaptive":
+                from sweep.racing import run_race
+
+                summary = run_race(plan.trials, {t.trial_id for t in todo.to_run}, store, progress.update,
+                                   spec.adaptive, retries, wait_timeout, rerun)
+            else:
+                summary = scheduler.run_trials(todo.to_run, store, progress.update, retries, wait_timeout)
     except BaseException as exc:
         # The run note says how the run ended; what was written stays, and running the spec again resumes.
         ended = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"crashed: {type(exc).__name__}: {exc}"[:2000]

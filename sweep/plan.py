@@ -156,13 +156,15 @@ class Diff:
     done: list[Trial]  # not run now: already `ok`/`unsupported`, or (retry_failed) not failed
 
 
-def diff(trials: list[Trial], finished: dict[str, str], rerun: bool = False, retry_failed: bool = False) -> Diff:
-    """What a run must still do: by default everything not `ok`; `retry_failed` only the failed ones."""
+def diff(trials: list[Trial], finished: dict[str, str], rerun: bool = False, retry_failed: bool = False,
+         also_done: tuple[str, ...] = ()) -> Diff:
+    """What a run must still do: by default everything not `ok` (nor a status in `also_done`); `retry_failed` only
+    the failed ones."""
     if rerun:
         return Diff(list(trials), [])
     to_run, done = [], []
     for trial in trials:
         status = finished.get(trial.trial_id)
-        pending = status == "failed" if retry_failed else status not in ("ok", "unsupported")
+        pending = status == "failed" if retry_failed else status not in ("ok", "unsupported", *also_done)
         (to_run if pending else done).append(trial)
     return Diff(to_run, done)

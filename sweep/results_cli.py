@@ -13,7 +13,8 @@ from results.render import FORMATS, render_tables
 from results.statcache import fill
 from results.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from results.store import Store
-from results.tables import BUILDERS, PRESETS, VIEWS
+from results.tables import PRESETS
+from results.views import BUILDERS, VIEWS
 from sweep.app import DEFAULT_RESULTS, app, console
 
 

@@ -75,6 +75,7 @@ class Node:
     tokens: int
     free_tokens: int
     cores: frozenset[int] | None = None  # pinned cores (`--cores`); None: all of the host's cores
+    host_group: str = ""  # `--host-group` label: machines interchangeable for timing ("" : the host alone)
 
     @property
     def real_gpus(self) -> bool:
@@ -93,7 +94,8 @@ def live_nodes() -> list[Node]:
             cores = labels.get(CORES_LABEL)
             nodes.append(Node(n["NodeID"], labels[CLASS_LABEL], labels.get(CHIP_LABEL, ""),
                               labels.get(SIMULATED_LABEL) == "true", n.get("NodeManagerHostname", ""), tokens,
-                              int(free.get(n["NodeID"], 0)), frozenset(parse_cores(cores)) if cores else None))
+                              int(free.get(n["NodeID"], 0)), frozenset(parse_cores(cores)) if cores else None,
+                              labels.get(HOST_GROUP_LABEL, "")))
     return nodes
 
 
@@ -297,9 +299,11 @@ class Dispatcher:
     def _feed(self, runner: Runner) -> None:
         queue = self.queues.get(runner.target)
         while runner.alive and runner.ready and runner.in_flight < IN_FLIGHT_PER_RUNNER and queue:
-            trial = _next_for(runner, queue)
+            trial = self._pick(runner, queue)
+            if trial is None:
+                break
             self.attempts[trial.trial_id] += 1
-            results = self.store.root if runner.writes else None
+            results = self.store.root if runner.writes and self.worker_writes else None
             exclusive = cores_exclusive(runner.node, self._nodes())
             if not runner.in_flight:
                 runner.head_since = time.monotonic()
@@ -307,6 +311,13 @@ class Dispatcher:
             self.pending[ref] = Running(runner, trial)
             runner.in_flight += 1
             runner.models.add(trial.model.name)
+
+    # Whether runners write their trials' rows (a race's driver merges rungs and writes them itself).
+    worker_writes = True
+
+    def _pick(self, runner: Runner, queue: collections.deque[Trial]) -> Trial | None:
+        """The next trial for this runner (taken off the queue), or None to leave it idle for now."""
+        return _next_for(runner, queue)
 
     def _nodes(self, fresh: bool = False) -> list[Node]:
         """Live nodes, asked of Ray at most every LAYOUT_TTL_S (each ask is a round trip to the GCS)."""

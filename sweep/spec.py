@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -47,6 +47,28 @@ class Exclusion(Strict):
         return self
 
 
+class Adaptive(Strict):
+    """How an adaptive sweep races each (model family, dataset, hardware) group over growing rungs of utterances."""
+
+    objectives: list[Literal["wer", "rtf", "model_size_bytes"]] = Field(
+        default_factory=lambda: ["wer", "rtf", "model_size_bytes"], min_length=1,
+        description="lower is better on each; a trial stops when another is at least as good on all and better on one")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="chance that no trial of the full front is stopped")
+    first_rung: int = Field(30, ge=10, description="utterances in the first rung")
+    growth: float = Field(2.0, gt=1, le=10, description="each rung ends at this many times the utterances before it")
+    rtf_margin: float = Field(0.1, ge=0, lt=1, description=(
+        "a trial counts as faster only when its RTF is lower by more than this share: timing moves between the "
+        "moments two trials' rungs ran"))
+    seed: int = Field(0, description="seeds the race's stratified order of utterances")
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"objectives: each objective once, not {value}")
+        return value
+
+
 def _hardware_target(value: str) -> str:
     if value in ("local", "all") or value in HW_CLASSES or value.startswith("chip:"):
         return value
@@ -82,6 +104,9 @@ class Spec(Strict):
         default_factory=dict, description="price per hour of a hardware class (x86-cpu, cuda, ...) or chip:<pattern> "
         "(a chip pattern wins over its class; the first matching pattern in spec order)")
     currency: str | None = Field(None, description="the prices' currency, a label the tables carry (default none)")
+    strategy: Literal["grid", "adaptive"] = Field(
+        "grid", description="grid: every trial on every utterance; adaptive: race each group (README: Adaptive sweeps)")
+    adaptive: Adaptive | None = Field(None, description="the race's settings (strategy: adaptive; defaults if absent)")
 
     @field_validator("models", mode="before")
     @classmethod
@@ -99,6 +124,14 @@ class Spec(Strict):
     def _dataset_shorthand(cls, value: Any) -> Any:
         # `datasets: [librispeech-test-clean]` names a preset.
         return [{"preset": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _race_settings(self) -> Spec:
+        if self.adaptive is not None and self.strategy != "adaptive":
+            raise ValueError("adaptive: race settings need `strategy: adaptive`")
+        if self.strategy == "adaptive" and self.adaptive is None:
+            object.__setattr__(self, "adaptive", Adaptive())
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Spec:

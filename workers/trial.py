@@ -28,6 +28,7 @@ from workers.metrics import TRACKERS, not_measured, setting
 from workers.metrics.base import Tracker, TrialContext
 from workers.process_memory import allocated, model_mem_bytes
 from workers.models import LoadedModel, ModelConfig, load_model
+from workers.rungs import Kept, Rung
 
 TRACEBACK_LINES = 12
 QUANTSWEEP_VERSION = importlib.metadata.version("quantsweep")
@@ -46,6 +47,7 @@ class Trial:
     eval: EvalConfig
     config: str
     calibration: DatasetConfig | None = None
+    rung: Rung | None = None  # (issue 14) an adaptive race's rung: score only its chunk of the dataset
 
     def describe(self) -> dict[str, Any]:
         """The trials-table columns that say what was run (known before it runs)."""
@@ -108,6 +110,8 @@ class WorkerCache:
     last_quantized: tuple[tuple, Quantized] | None = None
     # what metrics keep between this worker's trials, by metric name (e.g. drift's float references)
     kept: dict[str, Any] = field(default_factory=dict)
+    # (issue 14) racing trials' deployables, kept between their rungs within a memory budget
+    raced: Kept = field(default_factory=Kept)
 
     def model(self, config: ModelConfig) -> tuple[LoadedModel, bool]:
         reused = config in self.models
@@ -121,11 +125,17 @@ class WorkerCache:
         key = (trial.model, trial.quantization, trial.calibration, device.torch_device)
         if self.last_quantized and self.last_quantized[0] == key:
             return self.last_quantized[1], True
+        if trial.rung is not None and (kept := self.raced.get((trial.trial_id, device.torch_device))) is not None:
+            self.last_quantized = (key, kept)
+            return kept, True
         self.last_quantized = None  # free the previous one before building the next
         allocated_before = allocated(device.torch_device)
         started = time.perf_counter()
         model = build()
         self.last_quantized = (key, Quantized(model, time.perf_counter() - started, allocated_before))
+        if trial.rung is not None:
+            resident = model_mem_bytes(model.model) if isinstance(model, QuantizedModel) else 0
+            self.raced.put((trial.trial_id, device.torch_device), self.last_quantized[1], resident)
         return self.last_quantized[1], False
 
     def utterances(self, config: DatasetConfig) -> list[Utterance]:
@@ -188,6 +198,10 @@ def _measure(trial: Trial, hardware: Hardware, cache: WorkerCache, row: dict[str
     device = hardware.device()
     loaded, reused = cache.model(trial.model)
     utterances = cache.utterances(trial.dataset)
+    if trial.rung is not None:
+        row.update(race_dataset_utterances=len(utterances),
+                   race_dataset_audio_s=sum(u.duration_s for u in utterances if u.audio is not None))
+        utterances = trial.rung.chunk(utterances)
     calibration = cache.utterances(trial.calibration) if trial.calibration else None
     row.update(load_s=loaded.load_s, model_reused=reused, baseline_size_bytes=cache.baseline_bytes[trial.model])
     kept, row["quantized_reused"] = cache.quantized(trial, device, lambda: quantize(trial, device, loaded, calibration))

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SourceName = Literal["samples", "librispeech", "manifest", "folder", "hf_disk", "hf"]
+SourceName = Literal["samples", "librispeech", "manifest", "folder", "hf_disk", "hf", "synthetic"]
 SAMPLE_SPLITS = ("eval", "calibration")
 SPLIT_SOURCES = ("samples", "hf_disk", "hf")
 HF_SOURCES = ("hf_disk", "hf")
@@ -15,6 +15,7 @@ PATH_MEANING = {
     "folder": "a folder of audio files, each with a .txt reference beside it",
     "hf_disk": "a folder written by datasets' save_to_disk",
     "hf": "a Hugging Face hub id ORG/NAME or a local folder in the hub's layout (e.g. parquet shards)",
+    "synthetic": "the folder `make synthetic-speech` built (default: the cache's synthetic-speech-espeak)",
 }
 # hf_disk: the first of these columns that exists names the utterances; else the row number does.
 HF_ID_COLUMNS = ("utt_id", "id", "segment_id", "audio_id")
@@ -93,6 +94,9 @@ class DatasetConfig(BaseModel):
                 raise ValueError("path: source 'samples' is built in and takes no path")
             if self.split not in (None, *SAMPLE_SPLITS):
                 raise ValueError(f"split: source 'samples' has splits 'eval' and 'calibration', not {self.split!r}")
+        elif self.source == "synthetic":
+            if "synthetic" not in self.name:
+                raise ValueError(f"name: {self.name!r} must say 'synthetic': source 'synthetic' is synthetic speech")
         elif self.path is None:
             raise ValueError(f"path: required for source {self.source!r} ({PATH_MEANING[self.source]})")
         if self.split is not None and self.source not in SPLIT_SOURCES:

@@ -26,6 +26,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "librispeech-test-other": {"source": "hf", "path": "openslr/librispeech_asr", "subset": "other", "split": "test",
                                "text_column": "text", "audio_column": "audio", "normalizer": LEADERBOARD_NORMALIZER},
     **{f"open-asr-{key}": _open_asr(key, split) for key, split in OPEN_ASR_SETS.items()},
+    # (issue 14) espeak-ng reading public-domain sentences with sox noise, built by `make synthetic-speech`
+    "synthetic-speech-espeak": {"source": "synthetic"},
 }
 
 

@@ -1,0 +1,34 @@
+"""The synthetic speech set: built by espeak-ng and sox from public-domain sentences, deterministic, named as such."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from workers.datasets.synthetic import PREFIX, build
+from workers.datasets import DatasetConfig, DatasetError, load_utterances
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_set_is_deterministic_exact_and_says_it_is_synthetic(tmp_path: Path) -> None:
+    # 20 utterances cover two noise conditions (the conditions change every 18)
+    first, second = build(tmp_path / "a", 20), build(tmp_path / "b", 20)
+    assert _digests(first) == _digests(second)
+    assert "SYNTHETIC SPEECH" in (first / "README.txt").read_text()
+    utterances = load_utterances(DatasetConfig(name="synthetic-speech-espeak", source="synthetic", path=str(first)))
+    assert len(utterances) == 20 and all(u.utt_id.startswith(PREFIX + "/") for u in utterances)
+    assert all(u.error is None and 1.0 < u.duration_s < 15 for u in utterances)
+    noisy = {u.utt_id.split("/")[2] for u in utterances}
+    assert noisy == {"clean", "snr25-pinknoise"}
+    assert utterances[0].reference[0].isupper() and utterances[0].reference[-1] in ".?!"
+
+
+def test_unbuilt_set_and_unlabelled_name_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="make synthetic-speech"):
+        load_utterances(DatasetConfig(name="synthetic-x", source="synthetic", path=str(tmp_path)))
+    with pytest.raises(ValueError, match="must say 'synthetic'"):
+        DatasetConfig(name="clean-speech", source="synthetic")
