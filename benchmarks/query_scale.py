@@ -20,6 +20,7 @@ from results.statcache import fill
 from results.store import Store
 from results.synthetic import FP32, Quantization, write_grid
 from results.tables import cross_hardware
+import workers.metrics  # noqa: F401  (the metrics' columns, which synthetic rows carry)
 
 MODELS = ["tiny", "base", "small", "medium", "large"]
 HW_CLASSES = ["x86-cpu", "arm-cpu", "cuda", "apple"]

@@ -1,14 +1,15 @@
 """Benchmark: what quantsweep's runtime seam costs. RTF of a trial ÷ RTF of a plain loop over the runtime.
 
 For ggml q8_0 (whisper.cpp, evaluated in an isolated child), CTranslate2 int8, ONNX Runtime dynamic int8, OpenVINO
-int8 weights and (with --mlx, one clip: MLX's CPU build is slow) MLX 4-bit on tiny.en: each round runs the
-quantsweep trial (its `rtf` column) and then a plain loop that calls the runtime directly on the same artifact,
-clips and threads (pywhispercpp's Model.transcribe; ctranslate2.models.Whisper.generate on the feature
-extractor's features; InferenceSession.run / compiled OpenVINO requests over the encoder and a greedy argmax
-loop over the decoder; mlx_whisper's load_model, embed_audio and decode), interleaved round by round so that
-drift in the machine's speed hits both. Last line: JSON {"<case>_ratio", ...}: the median over rounds of each
-round's trial RTF ÷ direct RTF (a pair run back to back shares the machine's state; 1.0 = no overhead), and the
-median RTFs.
+int8 weights and (case mlx_w4, on one clip: MLX's CPU build is slow) MLX 4-bit on tiny.en: each round runs the
+quantsweep trial (its `rtf` column) and then a plain loop that calls the runtime directly, the way its docs show,
+on the same artifact, clips and threads: pywhispercpp's Model.transcribe; ctranslate2.models.Whisper.generate on
+the feature extractor's features; for ONNX Runtime and OpenVINO, InferenceSession.run / a compiled model's call
+over the same two graphs, with a greedy numpy loop that keeps generate's rules as the trial's does (prompt,
+suppress_tokens, begin_suppress_tokens, end-of-text or 448 positions), so both decode the same tokens;
+mlx_whisper's load_model, embed_audio and decode. Rounds are interleaved so that drift in the machine's speed hits
+both. Last line: JSON {"<case>_ratio", ...}: the median over rounds of each round's trial RTF ÷ direct RTF (a pair
+run back to back shares the machine's state; 1.0 = no overhead), and the median RTFs.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from workers.backends.openvino.config import OpenVinoConfig  # noqa: E402
 from workers.datasets import DatasetConfig  # noqa: E402
 from workers.evaluate import EvalConfig  # noqa: E402
 from workers.hardware import probe  # noqa: E402
-from workers.models import ModelConfig  # noqa: E402
+from workers.models import LoadedModel, ModelConfig  # noqa: E402
 from workers.backends.ctranslate2.export import CTranslate2Config  # noqa: E402
 from workers.backends.ggml.export import GgmlConfig  # noqa: E402
 from workers.trial import Trial, WorkerCache, run_trial  # noqa: E402
@@ -44,7 +45,7 @@ def trial_rtf(trial: Trial, cache: WorkerCache) -> tuple[float, object]:
     return outcome.row["rtf"], cache.last_quantized[1].deployable
 
 
-def direct_ggml_rtf(path: str, clips: list, threads: int, audio_s: float) -> float:
+def direct_ggml_rtf(path: str, loaded: LoadedModel, clips: list, threads: int, audio_s: float) -> float:
     model = Model(path, n_threads=threads, no_timestamps=True, no_context=True, temperature_inc=0.0,
                   print_progress=False, redirect_whispercpp_logs_to=None)
     model.transcribe(np.ascontiguousarray(clips[0].audio, dtype=np.float32))  # warm-up, as the trial's
@@ -54,7 +55,8 @@ def direct_ggml_rtf(path: str, clips: list, threads: int, audio_s: float) -> flo
     return (time.perf_counter() - started) / audio_s
 
 
-def direct_ct2_rtf(path: str, processor: object, clips: list, threads: int, audio_s: float) -> float:
+def direct_ct2_rtf(path: str, loaded: LoadedModel, clips: list, threads: int, audio_s: float) -> float:
+    processor = loaded.processor
     model = ctranslate2.models.Whisper(path, device="cpu", compute_type="int8", intra_threads=threads)
     prompt = processor.tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|notimestamps|>"])
 
@@ -69,10 +71,16 @@ def direct_ct2_rtf(path: str, processor: object, clips: list, threads: int, audi
     return (time.perf_counter() - started) / audio_s
 
 
-def _greedy_direct(encode, step, processor: object, clips: list, audio_s: float) -> float:
-    """Features, the encoder, then argmax decoding until end-of-text: the runtime's calls and nothing else."""
+def _greedy_direct(encode, step, loaded: LoadedModel, clips: list, audio_s: float) -> float:
+    """Features, the encoder, then greedy decoding with generate's rules for these settings (the prompt,
+    `suppress_tokens` at every step, `begin_suppress_tokens` at the first, end-of-text or 448 positions): the
+    runtime's calls and the plain numpy a user of its API writes, nothing of quantsweep's."""
+    model, processor = loaded.model, loaded.processor
+    generation = model.generation_config
     prompt = np.asarray([processor.tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|notimestamps|>"])])
-    eos = processor.tokenizer.eos_token_id
+    suppress, begin_suppress = list(generation.suppress_tokens), list(generation.begin_suppress_tokens)
+    eos = generation.eos_token_id
+    limit = model.config.max_target_positions - prompt.shape[1]
 
     def one(audio: np.ndarray) -> None:
         features = processor.feature_extractor([audio], sampling_rate=16_000, return_tensors="np").input_features
@@ -80,8 +88,11 @@ def _greedy_direct(encode, step, processor: object, clips: list, audio_s: float)
         layers, batch, heads, _, head_dim = cross_keys.shape
         keys = values = np.zeros((layers, batch, heads, 0, head_dim), dtype=np.float32)
         ids = prompt
-        for _ in range(446):  # the trial's limit: 448 positions less the prompt
+        for position in range(limit):
             logits, keys, values = step(ids, keys, values, cross_keys, cross_values)
+            logits[0, suppress] = -np.inf
+            if position == 0:
+                logits[0, begin_suppress] = -np.inf
             token = int(np.argmax(logits[0]))
             if token == eos:
                 break
@@ -94,7 +105,7 @@ def _greedy_direct(encode, step, processor: object, clips: list, audio_s: float)
     return (time.perf_counter() - started) / audio_s
 
 
-def direct_ort_rtf(path: str, processor: object, clips: list, threads: int, audio_s: float) -> float:
+def direct_ort_rtf(path: str, loaded: LoadedModel, clips: list, threads: int, audio_s: float) -> float:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -103,10 +114,10 @@ def direct_ort_rtf(path: str, processor: object, clips: list, threads: int, audi
                         for g in ("encoder", "decoder"))
     names = [i.name for i in decoder.get_inputs()]
     return _greedy_direct(lambda f: encoder.run(None, {"input_features": f}),
-                          lambda *a: decoder.run(None, dict(zip(names, a))), processor, clips, audio_s)
+                          lambda *a: decoder.run(None, dict(zip(names, a))), loaded, clips, audio_s)
 
 
-def direct_openvino_rtf(path: str, processor: object, clips: list, threads: int, audio_s: float) -> float:
+def direct_openvino_rtf(path: str, loaded: LoadedModel, clips: list, threads: int, audio_s: float) -> float:
     import openvino as ov
 
     core, properties = ov.Core(), {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
@@ -116,10 +127,11 @@ def direct_openvino_rtf(path: str, processor: object, clips: list, threads: int,
         outputs = model(list(inputs))
         return tuple(outputs[i] for i in range(len(model.outputs)))
 
-    return _greedy_direct(lambda f: run(encoder, f), lambda *a: run(decoder, *a), processor, clips, audio_s)
+    return _greedy_direct(lambda f: run(encoder, f), lambda *a: run(decoder, *a), loaded, clips, audio_s)
 
 
-def direct_mlx_rtf(path: str, processor: object, clips: list, threads: int, audio_s: float) -> float:
+def direct_mlx_rtf(path: str, loaded: LoadedModel, clips: list, threads: int, audio_s: float) -> float:
+    processor = loaded.processor
     import mlx.core as mx
     from mlx_whisper.decoding import DecodingOptions, decode
     from mlx_whisper.load_models import load_model
@@ -150,15 +162,11 @@ def main() -> None:
     dataset = DatasetConfig(name="samples", source="samples", max_utterances=args.max_utterances)
     config = EvalConfig(threads=args.threads, warmup_utterances=1)
     hw = probe().hw_class
-    cases = {
-        "ggml_q8_0": (GgmlConfig(type="q8_0"), lambda path, p, c, a: direct_ggml_rtf(path, c, args.threads, a)),
-        "ct2_int8": (CTranslate2Config(compute_type="int8"), lambda path, p, c, a: direct_ct2_rtf(path, p, c, args.threads, a)),
-        "ort_dynamic_int8": (OnnxRuntimeConfig(scheme="dynamic-int8"),
-                             lambda path, p, c, a: direct_ort_rtf(path, p, c, args.threads, a)),
-        "openvino_int8": (OpenVinoConfig(weights="int8"),
-                          lambda path, p, c, a: direct_openvino_rtf(path, p, c, args.threads, a)),
-        "mlx_w4": (MlxConfig(bits=4, dtype="float32"), lambda path, p, c, a: direct_mlx_rtf(path, p, c, args.threads, a)),
-    }
+    direct = {"ggml_q8_0": direct_ggml_rtf, "ct2_int8": direct_ct2_rtf, "ort_dynamic_int8": direct_ort_rtf,
+              "openvino_int8": direct_openvino_rtf, "mlx_w4": direct_mlx_rtf}
+    cases = {"ggml_q8_0": GgmlConfig(format="q8_0"), "ct2_int8": CTranslate2Config(format="int8"),
+             "ort_dynamic_int8": OnnxRuntimeConfig(format="dynamic-int8"), "openvino_int8": OpenVinoConfig(weight_bits=8),
+             "mlx_w4": MlxConfig(weight_bits=4, compute_dtype="fp32")}
     chosen = args.cases.split(",")
     unknown = set(chosen) - set(cases)
     if unknown:
@@ -166,7 +174,7 @@ def main() -> None:
     one_clip = DatasetConfig(name="one", source="samples", max_utterances=1)
     datasets = {name: one_clip if name == "mlx_w4" else dataset for name in chosen}
     # the trial config is canonical JSON (Trial.describe reads it)
-    trials = {name: Trial(name, "bench", model, cases[name][0], datasets[name], hw, config, json.dumps({"case": name}))
+    trials = {name: Trial(name, "bench", model, cases[name], datasets[name], hw, config, json.dumps({"case": name}))
               for name in chosen}
     caches = {name: WorkerCache() for name in trials}  # one each, so each keeps its artifact between rounds
     loaded, _ = caches[chosen[0]].model(model)
@@ -177,7 +185,7 @@ def main() -> None:
             rtf, artifact = trial_rtf(trials[name], caches[name])
             rtfs[f"{name}_trial"].append(rtf)
             audio_s = sum(u.duration_s for u in clips[name])
-            rtfs[f"{name}_direct"].append(cases[name][1](str(artifact.path), loaded.processor, clips[name], audio_s))
+            rtfs[f"{name}_direct"].append(direct[name](str(artifact.path), loaded, clips[name], args.threads, audio_s))
     medians = {k: statistics.median(v) for k, v in rtfs.items()}
     print(f"{ {n: len(c) for n, c in clips.items()} } clips, {args.threads} thread(s), {args.rounds} interleaved rounds")
     for name, values in rtfs.items():

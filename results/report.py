@@ -15,9 +15,9 @@ import duckdb
 from results.queries import fetch
 from results.tables import Table, cross_hardware, hardware, ladder, per_device, seed003, seed_table, support
 
-POINT_COLUMNS = ("hw_class", "dataset", "model", "quantization", "wer", "wer_ci_low", "wer_ci_high",
-                 "model_size_bytes", "rtf", "cost_per_audio_hour", "currency", "core_hours_per_audio_hour",
-                 "on_pareto_size", "on_pareto_rtf", "is_baseline", "significant",
+POINT_COLUMNS = ("hw_class", "hw_chip", "host_group", "hardware", "dataset", "model", "quantization", "wer",
+                 "wer_ci_low", "wer_ci_high", "model_size_bytes", "rtf", "cost_per_audio_hour", "currency",
+                 "core_hours_per_audio_hour", "on_pareto_size", "on_pareto_rtf", "is_baseline", "significant",
                  "sweep", "trial_id")
 
 
@@ -36,7 +36,7 @@ def _table_json(table: Table, keys: list[str] | None = None) -> dict[str, Any]:
 def _points(con: duckdb.DuckDBPyConnection, sweep: str | None) -> list[dict[str, Any]]:
     where = "WHERE sweep = ?" if sweep else ""
     columns, rows = fetch(con, f"SELECT {', '.join(POINT_COLUMNS)} FROM leaderboard {where} "
-                               "ORDER BY hw_class, dataset, model, quantization", [sweep] if sweep else [])
+                               "ORDER BY hw_class, hw_chip, host_group, dataset, model, quantization", [sweep] if sweep else [])
     return [dict(zip(columns, r)) for r in rows]
 
 
@@ -71,7 +71,8 @@ def _slug(text: str) -> str:
 
 
 def write_pngs(points: list[dict[str, Any]], out: Path) -> list[Path]:
-    """One PNG per hardware class and dataset: WER against size and against RTF, fronts drawn as steps."""
+    """One PNG per hardware (class, chip, host group) and dataset: WER against size and against RTF, fronts drawn
+    as steps."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
@@ -80,8 +81,8 @@ def write_pngs(points: list[dict[str, Any]], out: Path) -> list[Path]:
     written = []
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for p in points:
-        groups.setdefault((p["hw_class"], p["dataset"]), []).append(p)
-    for (hw_class, dataset), group in groups.items():
+        groups.setdefault((p["hardware"], p["dataset"]), []).append(p)
+    for (hardware, dataset), group in groups.items():
         figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
         for axis, (key, flag, label, scale) in zip(axes, (("model_size_bytes", "on_pareto_size", "size (MB)", 1e6),
                                                           ("rtf", "on_pareto_rtf", "RTF", 1.0))):
@@ -102,9 +103,9 @@ def write_pngs(points: list[dict[str, Any]], out: Path) -> list[Path]:
             axis.set_xlabel(label)
             axis.set_ylabel("WER (%), 95% CI")
             axis.grid(alpha=0.3)
-        figure.suptitle(f"{dataset} on {hw_class}: Pareto fronts (red)")
+        figure.suptitle(f"{dataset} on {hardware}: Pareto fronts (red)")
         figure.tight_layout()
-        path = out.with_name(f"{out.stem}-{_slug(hw_class)}-{_slug(dataset)}.png")
+        path = out.with_name(f"{out.stem}-{_slug(hardware)}-{_slug(dataset)}.png")
         figure.savefig(path, dpi=110)
         plt.close(figure)
         written.append(path)
@@ -175,7 +176,7 @@ nav a { margin-right: 1em; }
 <p id="meta"></p>
 <nav id="nav"></nav>
 <section id="plots"><h2>Pareto fronts</h2><p class="notes">WER (with its 95% bootstrap interval) against
-model size and against RTF, per hardware class and dataset; red points are on the front. Hover a point for
+model size and against RTF, per hardware (class, chip, host group) and dataset; red points are on the front. Hover a point for
 its numbers, click it to find its row.</p><div class="plots" id="plot-area"></div></section>
 <div id="sections"></div>
 <div id="tooltip"></div>
@@ -318,7 +319,7 @@ function main() {
   document.querySelectorAll("#sections tbody tr").forEach(function () { rendered++; });
   var groups = {}, order = [];
   DATA.points.forEach(function (p) {
-    var k = p.hw_class + " \u00b7 " + p.dataset;
+    var k = p.hardware + " \u00b7 " + p.dataset;
     if (!groups[k]) { groups[k] = []; order.push(k); }
     groups[k].push(p);
   });

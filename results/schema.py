@@ -12,10 +12,11 @@ import pyarrow as pa
 # null (DuckDB union_by_name, pyarrow dataset schemas), so a v1 row is a v2 row without latency spread.
 # Version 4 (issue 13): the phase seconds and the NULL reasons of the measurements beside the floor; CPU
 # peak memory read inline around the timed passes by default (peak_mem_kind says which method).
-# Version 5 (issues 15, 16): `runtime_device` and `decoder_loop` of the deployment runtimes, the `prices` table;
-# metrics and runtimes own their columns (register_columns), `floor_s`, `act_bits` NULL for float activations.
-# and (issue 14) adaptive races: statuses `racing` and `stopped`, the race_* columns and grid_estimate_s of
-# trials, the `rung` of utterances.
+# Version 5 (issues 14, 15, 16): `runtime_device` and `decoder_loop` of the deployment runtimes, the `prices` table;
+# metrics and runtimes own their columns (register_columns), `floor_s`, `act_bits` NULL for float activations;
+# adaptive races: statuses `racing` and `stopped`, the race_* columns and grid_estimate_s of trials, the `rung`
+# of utterances; what the results came from, for reproducing them: the hub commit of the model, the hub
+# revision of the dataset, and the hash of the evaluated dataset's content.
 SCHEMA_VERSION = 5
 
 # Trial statuses: `ok` measured; `failed` raised (error holds type, message, traceback tail);
@@ -43,6 +44,7 @@ TRIALS = pa.schema(
         # what was run
         ("model", pa.string()),
         ("model_source", pa.string()),
+        ("model_revision", pa.string()),  # v5: the hub commit the weights came from (NULL: local or packaged)
         ("family", pa.string()),
         ("quantization", pa.string()),  # the quantization's label, e.g. "hqq-w4-g64"
         ("library", pa.string()),
@@ -60,6 +62,9 @@ TRIALS = pa.schema(
         ("calibration_dataset", pa.string()),
         ("calibration_utterances", pa.int32()),
         ("dataset", pa.string()),
+        ("dataset_revision", pa.string()),  # v5: the hub dataset's revision the spec pinned (NULL: its default)
+        # v5: sha256 (20 hex) over the evaluated utterances' ids, references and 16 kHz samples, in utt_id order
+        ("dataset_hash", pa.string()),
         ("language", pa.string()),
         ("normalizer", pa.string()),
         # accuracy

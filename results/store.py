@@ -146,7 +146,20 @@ class Store:
                 for i, (target, price) in enumerate(prices.items())]
         if not rows:  # an empty set still says "no prices since this run"
             rows = [{"sweep": sweep, "written_at": written_at, "position": -1, "kind": "none", "currency": currency}]
-        self._write(table_from_rows("prices", rows), self.table_dir("prices", sweep), "prices")
+        table = table_from_rows("prices", rows)
+        if self._same_prices(sweep, table):
+            return  # a resumed run of the same spec writes nothing
+        self._write(table, self.table_dir("prices", sweep), "prices")
+
+    def _same_prices(self, sweep: str, table: pa.Table) -> bool:
+        fs, _ = self.fs_and_path
+        path = f"{self.table_dir('prices', sweep)}/prices.parquet"
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return False
+        with fs.open_input_file(path) as f:
+            stored = pq.read_table(f)
+        columns = [c for c in table.column_names if c != "written_at"]
+        return stored.select(columns).to_pylist() == table.select(columns).to_pylist()
 
     def _write(self, table: pa.Table, directory: str, name: str) -> None:
         fs, _ = self.fs_and_path
@@ -221,6 +234,23 @@ class Store:
                 columns=["trial_id", "status", "finished_at"]).sort_by("finished_at")
             merged = dict(zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist()))
         return merged | named
+
+    def unsupported_for(self, sweep: str, error_type: str) -> set[str]:
+        """Trials whose latest run is `unsupported` with this error_type (e.g. a package missing on the node);
+        only their own files and part files are read."""
+        unsupported = {trial for trial, status in self.finished(sweep).items() if status == "unsupported"}
+        if not unsupported:
+            return set()
+        fs, _ = self.fs_and_path
+        files = []
+        for info in fs.get_file_info(pafs.FileSelector(self.table_dir("trials", sweep))):
+            match = TRIAL_FILE.fullmatch(info.base_name)
+            if match and match["status"] == "unsupported" or not match and info.base_name.endswith(".parquet"):
+                files.append(info.path)
+        rows = ds.dataset(files, schema=TABLES["trials"], filesystem=fs, format="parquet").to_table(
+            columns=["trial_id", "status", "error_type", "finished_at"]).sort_by("finished_at").to_pylist()
+        latest = {r["trial_id"]: r["error_type"] for r in rows if r["status"] == "unsupported"}
+        return {trial for trial in unsupported if latest.get(trial) == error_type}
 
     def compact(self) -> Compaction:
         """Merge each table's per-trial files (and small part files) of each sweep into one part file.

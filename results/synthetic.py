@@ -1,5 +1,6 @@
 """Synthetic results room: deterministic made-up sweeps in the real schema, written through the real Store,
-for the tests and the scale benchmark (no model runs; every number is drawn from a seeded generator)."""
+for the tests and the scale benchmark (no model runs; every number is drawn from a seeded generator). The rows
+carry the metrics' columns too: a caller imports workers.metrics first, which registers them."""
 from __future__ import annotations
 
 import json
@@ -98,6 +99,7 @@ def failure_row(sweep: str, trial_id: str, model: str, hw_class: str, dataset: s
     return {"sweep": sweep, "trial_id": trial_id, "status": status, "error": error, "error_type": error_type,
             "run_id": f"{trial_id}-{status}", "model": model, "quantization": q.label, "library": q.library,
             "scheme": q.scheme, "weight_bits": q.weight_bits, "dataset": dataset, "hw_class": hw_class,
+            "hw_chip": None if status == "no_capacity" else f"{hw_class}-chip",
             "host": None if status == "no_capacity" else f"{hw_class}-host",
             "started_at": finished, "finished_at": finished}
 

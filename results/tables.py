@@ -1,5 +1,9 @@
 """Tables room: the views as titled tables (per device, cross-hardware, seed Table 1, RTF ladder, Pareto
-fronts, support matrix, hardware), raw values for machines and cells with units and marks for people."""
+fronts, support matrix, hardware), raw values for machines and cells with units and marks for people.
+
+Hardware is a class, then a chip and a host group within it: results are ranked and compared per chip and host
+group (two chips of one class are two columns, two tables, never one ranking); the leaderboard's `hardware`
+names one by all three."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -15,7 +19,8 @@ PRESETS = ("seed-table", "seed003")
 
 LEGEND_SIGNIFICANCE = "~ ΔWER not significant at 5% (paired bootstrap over utterances)"
 LEGEND_TIMING = "! timing not exclusive, or its CV over repeats is above 5%"
-LEGEND_FRONT = "front: on the Pareto front of WER vs size and/or WER vs RTF for this class and dataset"
+LEGEND_FRONT = "front: on the Pareto front of WER vs size and/or WER vs RTF for this hardware and dataset"
+HARDWARE = ("hw_class", "hw_chip", "host_group")  # a class, and within it a chip and a host group
 
 
 @dataclass
@@ -100,6 +105,22 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, sweep: str | None) -> tuple[
     return columns, [dict(zip(columns, r)) for r in rows]
 
 
+def hardware_names(keys: set[tuple]) -> dict[tuple, str]:
+    """Each (class, chip, host group) in as few words as tell it from the others shown beside it: its class,
+    then its chip where the class has several, then its host group where the chip has several."""
+    names = {}
+    for hw_class, chip, group in keys:
+        chips = {k[1] for k in keys if k[0] == hw_class}
+        groups = {k[2] for k in keys if k[:2] == (hw_class, chip)}
+        names[(hw_class, chip, group)] = (hw_class + (f" · {chip}" if len(chips) > 1 else "")
+                                          + (f" · {group}" if len(groups) > 1 else ""))
+    return names
+
+
+def _hardware_order(key: tuple) -> tuple:
+    return tuple("" if part is None else str(part) for part in key)
+
+
 def _grouped(rows: list[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
@@ -134,13 +155,13 @@ PER_DEVICE_CELLS: list[tuple[str, Callable[[dict], str]]] = [
 
 
 def per_device(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
-    """One table per dataset and hardware class, ranked by WER."""
-    columns, rows = _rows(con, "SELECT * FROM leaderboard {where} ORDER BY dataset, hw_class, rank, model, "
-                               "quantization", sweep)
+    """One table per dataset and hardware (class, chip, host group), ranked by WER."""
+    columns, rows = _rows(con, "SELECT * FROM leaderboard {where} ORDER BY dataset, hw_class, hw_chip, host_group, "
+                               "rank, model, quantization", sweep)
     tables = []
-    for (dataset, hw_class), group in _grouped(rows, ("dataset", "hw_class")).items():
+    for (dataset, hardware), group in _grouped(rows, ("dataset", "hardware")).items():
         tables.append(Table(
-            f"{dataset} on {hw_class} (scoring {', '.join(sorted({r['scoring'] for r in group}))})", columns,
+            f"{dataset} on {hardware} (scoring {', '.join(sorted({r['scoring'] for r in group}))})", columns,
             [tuple(r[c] for c in columns) for r in group],
             [name for name, _ in PER_DEVICE_CELLS], [[cell(r) for _, cell in PER_DEVICE_CELLS] for r in group],
             [LEGEND_SIGNIFICANCE, LEGEND_TIMING, LEGEND_FRONT]))
@@ -152,18 +173,21 @@ def _method_order(row: dict) -> tuple:
 
 
 def cross_hardware(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
-    """Per dataset: one row per (model, quantization), one column group (WER, RTF, size) per hardware class."""
-    _, rows = _rows(con, "SELECT * FROM leaderboard {where} ORDER BY dataset, hw_class", sweep)
+    """Per dataset: one row per (model, quantization), one column group (WER, RTF, size) per hardware: a class,
+    and within it each chip and host group (raw columns `<hardware>.<metric>`, the leaderboard's `hardware`)."""
+    _, rows = _rows(con, "SELECT * FROM leaderboard {where} ORDER BY dataset, hw_class, hw_chip, host_group", sweep)
     tables = []
     for (dataset,), group in _grouped(rows, ("dataset",)).items():
-        classes = sorted({r["hw_class"] for r in group})
-        cells = {(r["model"], r["quantization"], r["hw_class"]): r for r in group}
+        labels = {tuple(r[k] for k in HARDWARE): r["hardware"] for r in group}
+        hardware = sorted(labels, key=_hardware_order)
+        names = hardware_names(set(hardware))
+        cells = {(r["model"], r["quantization"], tuple(r[k] for k in HARDWARE)): r for r in group}
         methods = sorted({(r["model"], r["quantization"]): r for r in group}.values(), key=_method_order)
-        columns = ["dataset", "model", "quantization"] + [f"{hw}.{m}" for hw in classes for m in
+        columns = ["dataset", "model", "quantization"] + [f"{labels[hw]}.{m}" for hw in hardware for m in
                                                           ("wer", "delta_wer_p", "rtf", "model_size_bytes")]
         raw, human = [], []
         for m in methods:
-            per_class = [cells.get((m["model"], m["quantization"], hw)) for hw in classes]
+            per_class = [cells.get((m["model"], m["quantization"], hw)) for hw in hardware]
             raw.append(tuple([dataset, m["model"], m["quantization"]] + [
                 None if c is None else c[k] for c in per_class for k in ("wer", "delta_wer_p", "rtf",
                                                                          "model_size_bytes")]))
@@ -172,7 +196,7 @@ def cross_hardware(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> 
                     ("-", "-", "-") if c is None else
                     (pct(c["wer"]) + (" ~" if c["significant"] is False and not c["is_baseline"] else ""), rtf_cell(c),
                      megabytes(c["model_size_bytes"])))])
-        human_columns = ["model", "quantization"] + [f"{hw} {m}" for hw in classes for m in ("WER", "RTF", "size")]
+        human_columns = ["model", "quantization"] + [f"{names[hw]} {m}" for hw in hardware for m in ("WER", "RTF", "size")]
         tables.append(Table(f"{dataset}: across hardware", columns, raw, human_columns, human,
                             [LEGEND_SIGNIFICANCE, LEGEND_TIMING]))
     return tables
@@ -186,19 +210,24 @@ def _method_label(row: dict) -> str:
 
 
 def seed_table(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
-    """The seed study's Table 1: device sections of methods; WER and CER per dataset, RTF, size reduction.
+    """The seed study's Table 1: device sections (a class, or a chip and host group of it) of methods; WER and
+    CER per dataset, RTF, size reduction.
 
     RTF is over all datasets (compute seconds / audio seconds), as the study reports one per method.
     """
-    _, rows = _rows(con, "SELECT * FROM leaderboard {where} ORDER BY model, hw_class, dataset", sweep)
+    _, rows = _rows(con, "SELECT * FROM leaderboard {where} ORDER BY model, hw_class, hw_chip, host_group, dataset",
+                    sweep)
     tables = []
     for (model,), group in _grouped(rows, ("model",)).items():
         datasets = sorted({r["dataset"] for r in group})
-        columns = (["hw_class", "model", "method"] + [f"wer.{d}" for d in datasets] + [f"cer.{d}" for d in datasets]
+        columns = ([*HARDWARE, "model", "method"] + [f"wer.{d}" for d in datasets] + [f"cer.{d}" for d in datasets]
                    + ["rtf", "size_reduction"])
         raw, human = [], []
-        for (hw_class,), by_class in _grouped(group, ("hw_class",)).items():
-            human.append([hw_class.upper()] + [""] * (2 * len(datasets) + 2))
+        devices = _grouped(group, HARDWARE)
+        names = hardware_names(set(devices))
+        for (hw_class, chip, host_group), by_class in devices.items():
+            section = names[(hw_class, chip, host_group)]
+            human.append([hw_class.upper() + section[len(hw_class):]] + [""] * (2 * len(datasets) + 2))
             for _, runs in sorted(_grouped(by_class, ("quantization",)).items(),
                                   key=lambda item: _method_order(item[1][0])):
                 by_dataset = {r["dataset"]: r for r in runs}
@@ -208,7 +237,7 @@ def seed_table(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list
                 first = runs[0]
                 wers = [by_dataset[d]["wer"] if d in by_dataset else None for d in datasets]
                 cers = [by_dataset[d]["cer"] if d in by_dataset else None for d in datasets]
-                raw.append(tuple([hw_class, model, _method_label(first)] + wers + cers
+                raw.append(tuple([hw_class, chip, host_group, model, _method_label(first)] + wers + cers
                                  + [rtf, first["size_reduction"]]))
                 marks = [" ~" if d in by_dataset and by_dataset[d]["significant"] is False and not first["is_baseline"]
                          else "" for d in datasets]
@@ -244,20 +273,21 @@ SEED003_CELLS: list[tuple[str, Callable[[dict], str]]] = [
     ("size (packed)", lambda r: megabytes(r["analytic_size_bytes"])),
     ("size (saved)", lambda r: megabytes(r["model_size_bytes"])),
 ]
-SEED003_COLUMNS = ("model", "hw_class", "dataset", "quantization", "library", "scheme", "weight_bits", "act_bits",
+SEED003_COLUMNS = ("model", *HARDWARE, "dataset", "quantization", "library", "scheme", "weight_bits", "act_bits",
                    "simulated", "wer", "delta_wer", "delta_wer_p", "kl_to_baseline", "top1_agreement", "bops",
                    "mem_io_bytes", "analytic_size_bytes", "model_size_bytes")
 
 
 def seed003(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
-    """Seed 003's layout: per model, class and dataset, methods by weight/activation bits with accuracy,
+    """Seed 003's layout: per model, hardware and dataset, methods by weight/activation bits with accuracy,
     KL drift and the analytic costs (BOPs, memory I/O, packed size) beside the saved size."""
-    _, rows = _rows(con, "SELECT * FROM leaderboard {where}", sweep)
+    _, rows = _rows(con, "SELECT * FROM leaderboard {where} ORDER BY model, hw_class, hw_chip, host_group, dataset",
+                    sweep)
     tables = []
-    for (model, hw_class, dataset), group in sorted(_grouped(rows, ("model", "hw_class", "dataset")).items()):
+    for (model, hardware, dataset), group in _grouped(rows, ("model", "hardware", "dataset")).items():
         group.sort(key=lambda r: (not r["is_baseline"], -(r["weight_bits"] or 0), -(r["act_bits"] or 0),
                                   r["quantization"]))
-        tables.append(Table(f"{model} on {hw_class}, {dataset}: methods by weight/activation bits", list(SEED003_COLUMNS),
+        tables.append(Table(f"{model} on {hardware}, {dataset}: methods by weight/activation bits", list(SEED003_COLUMNS),
                             [tuple(r[c] for c in SEED003_COLUMNS) for r in group], [n for n, _ in SEED003_CELLS],
                             [[cell(r) for _, cell in SEED003_CELLS] for r in group],
                             [LEGEND_SIGNIFICANCE, "* simulated: rounded to the grid, stored and run in float32; "
@@ -285,22 +315,24 @@ LADDER_CELLS: list[tuple[str, Callable[[dict], str]]] = [
 
 
 def ladder(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
-    """Seed 000's view: per model, hardware class and dataset, the quantizations from fastest to slowest."""
-    columns, rows = _rows(con, "SELECT * FROM ladder {where} ORDER BY model, hw_class, dataset, step", sweep)
-    return [Table(f"{model} on {hw_class}, {dataset}: RTF ladder", columns, [tuple(r[c] for c in columns) for r in g],
+    """Seed 000's view: per model, hardware and dataset, the quantizations from fastest to slowest."""
+    columns, rows = _rows(con, "SELECT * FROM ladder {where} ORDER BY model, hw_class, hw_chip, host_group, dataset, "
+                               "step", sweep)
+    return [Table(f"{model} on {hardware}, {dataset}: RTF ladder", columns, [tuple(r[c] for c in columns) for r in g],
                   [n for n, _ in LADDER_CELLS], [[cell(r) for _, cell in LADDER_CELLS] for r in g],
                   [LEGEND_SIGNIFICANCE, LEGEND_TIMING])
-            for (model, hw_class, dataset), g in _grouped(rows, ("model", "hw_class", "dataset")).items()]
+            for (model, hardware, dataset), g in _grouped(rows, ("model", "hardware", "dataset")).items()]
 
 
 def pareto(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
-    """The fronts, per hardware class and dataset, point by point along each axis."""
-    columns, rows = _rows(con, "SELECT * FROM pareto {where} ORDER BY hw_class, dataset, axis, x, wer", sweep)
+    """The fronts, per hardware and dataset, point by point along each axis."""
+    columns, rows = _rows(con, "SELECT * FROM pareto {where} ORDER BY hw_class, hw_chip, host_group, dataset, axis, x, "
+                               "wer", sweep)
     tables = []
-    for (hw_class, dataset), group in _grouped(rows, ("hw_class", "dataset")).items():
+    for (hardware, dataset), group in _grouped(rows, ("hardware", "dataset")).items():
         human = [[r["axis"], r["model"], r["quantization"], pct(r["wer"]), megabytes(r["model_size_bytes"]),
                   number(r["rtf"])] for r in group]
-        tables.append(Table(f"{dataset} on {hw_class}: Pareto fronts", columns,
+        tables.append(Table(f"{dataset} on {hardware}: Pareto fronts", columns,
                             [tuple(r[c] for c in columns) for r in group],
                             ["front", "model", "quantization", "WER", "size", "RTF"], human))
     return tables
@@ -320,20 +352,21 @@ def support_cell(row: dict | None) -> str:
 
 
 def support(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
-    """Library x scheme rows, one column per hardware class, over every sweep (what a library can do)."""
-    columns, rows = _rows(con, "SELECT * FROM support_matrix ORDER BY library, scheme, hw_class", None)
-    classes = sorted({r["hw_class"] for r in rows if r["hw_class"]})
-    cells = {(r["library"], r["scheme"], r["hw_class"]): r for r in rows}
+    """Library x scheme rows, one column per hardware class and chip, over every sweep (what a library can do)."""
+    columns, rows = _rows(con, "SELECT * FROM support_matrix ORDER BY library, scheme, hw_class, hw_chip", None)
+    chips = sorted({(r["hw_class"], r["hw_chip"]) for r in rows if r["hw_class"]}, key=_hardware_order)
+    names = hardware_names({(hw_class, chip, None) for hw_class, chip in chips})
+    cells = {(r["library"], r["scheme"], r["hw_class"], r["hw_chip"]): r for r in rows}
     pairs = sorted({(r["library"], r["scheme"]) for r in rows})
-    human = [[library, scheme] + [support_cell(cells.get((library, scheme, hw))) for hw in classes]
+    human = [[library, scheme] + [support_cell(cells.get((library, scheme, *hw))) for hw in chips]
              for library, scheme in pairs]
     return [Table("support matrix", columns, [tuple(r[c] for c in columns) for r in rows],
-                  ["library", "scheme"] + classes, human)]
+                  ["library", "scheme"] + [names[(*hw, None)] for hw in chips], human)]
 
 
 def hardware(con: duckdb.DuckDBPyConnection, sweep: str | None = None) -> list[Table]:
     """Every machine results came from, over every sweep."""
-    columns, rows = _rows(con, "SELECT * FROM hardware ORDER BY hw_class, host", None)
+    columns, rows = _rows(con, "SELECT * FROM hardware ORDER BY hw_class, hw_chip, host_group, host", None)
     return [Table("hardware", columns, [tuple(r[c] for c in columns) for r in rows], list(columns),
                   [["-" if missing(v) else str(v) for v in (r[c] for c in columns)] for r in rows])]
 

@@ -73,6 +73,7 @@ def run(
 ) -> None:
     """Run a sweep: every trial not yet `ok` in the results directory."""
     from sweep import scheduler
+    from sweep.baselines import Baselines, recorded
     from sweep.progress import SweepProgress
     from workers.hardware import probe
 
@@ -87,7 +88,10 @@ def run(
     plan = _plan_or_exit(spec, spec_path, hardware.hw_class, present)
     # a race's stopped trials are decided (a grid run completes them); its racing ones go on
     stopped_done = ("stopped",) if spec.strategy == "adaptive" else ()
-    todo = diff(plan.trials, store.finished(spec.sweep), rerun, retry_failed, stopped_done)
+    from workers.trial import PACKAGE_MISSING
+
+    todo = diff(plan.trials, store.finished(spec.sweep), rerun, retry_failed, stopped_done,
+                store.unsupported_for(spec.sweep, PACKAGE_MISSING))
     console.print(f"sweep [bold]{spec.sweep}[/bold] ({spec.strategy}): {len(plan.trials)} trials planned, "
                   f"{len(todo.done)} already done, {len(todo.to_run)} to run, {len(plan.unsupported)} unsupported; "
                   f"Ray {where}; "
@@ -104,7 +108,8 @@ def run(
                 summary = run_race(plan.trials, {t.trial_id for t in todo.to_run}, store, progress.update,
                                    spec.adaptive, retries, wait_timeout, rerun)
             else:
-                summary = scheduler.run_trials(todo.to_run, store, progress.update, retries, wait_timeout)
+                baselines = Baselines(plan.trials, todo.to_run, set() if rerun else recorded(store, spec.sweep))
+                summary = scheduler.run_trials(todo.to_run, store, progress.update, retries, wait_timeout, baselines)
     except BaseException as exc:
         # The run note says how the run ended; what was written stays, and running the spec again resumes.
         ended = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"crashed: {type(exc).__name__}: {exc}"[:2000]
@@ -113,8 +118,10 @@ def run(
     store.write_run_state(spec.sweep, state | {"state": "finished", "finished_at": datetime.now(timezone.utc).isoformat(),
                                                "statuses": dict(summary.statuses)})
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing run"
+    added = (f", {summary.baselines_added} fp32 baseline(s) added for chips that had none"
+             if summary.baselines_added else "")
     console.print(f"done: {counts} in {summary.wall_s:.1f} s (trial compute {summary.compute_s:.1f} s, "
-                  f"models loaded {summary.model_loads}x)")
+                  f"models loaded {summary.model_loads}x{added})")
     print(results_cli.leaderboard_text(store, "table", spec.sweep))
 
 
@@ -219,17 +226,19 @@ app.add_typer(cluster_app, name="cluster")
 
 
 def _start_node(address: Optional[str], labels: list[str], port: int, bind: str, trials: bool,
-                simulate: Optional[str], cores: Optional[str], host_group: Optional[str]) -> None:
+                simulate: Optional[str], cores: Optional[str], host_group: Optional[str],
+                chip: Optional[str] = None) -> None:
     from sweep.cluster import device_tokens, node_environment, parse_labels, ray_start_args
     from workers.hardware import probe
 
     from sweep.scheduler import check_ray_version
-    from workers.hardware import HOST_GROUP_LABEL
+    from workers.hardware import HOST_GROUP_LABEL, SIMULATED_CHIP_LABEL
 
     try:
         check_ray_version()
-        hardware = probe(simulate)
-        extra = parse_labels(labels) | ({HOST_GROUP_LABEL: host_group} if host_group else {})
+        hardware = probe(simulate, chip)
+        extra = (parse_labels(labels) | ({HOST_GROUP_LABEL: host_group} if host_group else {})
+                 | ({SIMULATED_CHIP_LABEL: chip} if chip else {}))
         args = ray_start_args(hardware, address, extra, device_tokens(hardware) if trials else 0, port=port, bind=bind,
                               cores=cores)
     except (ValueError, RuntimeError) as exc:
@@ -264,9 +273,11 @@ def worker_start(
     bind: str = typer.Option("", "--bind", help="this node's address as the head sees it (default: Ray's choice)"),
     host_group: Optional[str] = typer.Option(None, "--host-group",
                                              help="machines interchangeable for timing share a name; baselines come from the same group"),
+    chip: Optional[str] = typer.Option(None, "--chip", help="with --simulate: the chip this simulated node stands "
+                                                            "for (two chips of one class on one machine, tests)"),
 ) -> None:
     """Join a cluster as a worker labelled with this machine's hardware and one token per device."""
-    _start_node(address, label, 0, bind, True, simulate, cores, host_group)
+    _start_node(address, label, 0, bind, True, simulate, cores, host_group, chip)
 
 
 @app.command()
@@ -281,24 +292,25 @@ def workers(address: Optional[str] = typer.Option(None, "--address")) -> None:
 
 @cluster_app.command("local")
 def cluster_local(
-    nodes: str = typer.Option("x86-cpu", "--nodes", help="comma-separated classes, one node each: cuda,apple,x86-cpu"),
+    nodes: str = typer.Option("x86-cpu", "--nodes", help="comma-separated classes, one node each: cuda,apple,x86-cpu; "
+                                                         "CLASS:CHIP simulates a named chip of the class"),
     cpus: int = typer.Option(1, "--cpus", help="CPUs each node offers"),
 ) -> None:
     """Start a head plus one labelled node per class on this machine (absent hardware is simulated on the CPU)."""
-    from sweep.cluster import start_local
-    from workers.device import HW_CLASSES
+    from sweep.cluster import parse_nodes, start_local
 
-    classes = [c.strip() for c in nodes.split(",") if c.strip()]
-    unknown = [c for c in classes if c not in HW_CLASSES]
-    if unknown or not classes:
-        print(f"error: --nodes {nodes!r}: classes are {', '.join(HW_CLASSES)}", file=sys.stderr)
-        raise typer.Exit(2)
+    try:
+        classes = parse_nodes(nodes)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
     try:
         cluster = start_local(classes, cpus)
     except (RuntimeError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
-    console.print(f"{len(classes)} node(s) up ({', '.join(classes)}); logs in {cluster.logs}")
+    named = [f"{c}:{chip}" if chip else c for c, chip in classes]
+    console.print(f"{len(classes)} node(s) up ({', '.join(named)}); logs in {cluster.logs}")
     print(cluster.address)
     console.print(f"run a sweep on it: quantsweep run SPEC --address {cluster.address}")
 

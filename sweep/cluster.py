@@ -12,7 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from workers.hardware import CORES_ENV, DEVICE_TOKEN, Hardware, probe
+from workers.device import HW_CLASSES
+from workers.hardware import CORES_ENV, DEVICE_TOKEN, SIMULATED_CHIP_LABEL, Hardware, probe, simulated_chip_name
 from workers.models import cache_root
 
 # Token authentication on every process of a cluster: a node without the head's token cannot join.
@@ -102,8 +103,26 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> int:
     return process.pid
 
 
-def start_local(classes: list[str], cpus_per_node: int = 1, timeout_s: float = 60.0) -> LocalCluster:
-    """A head with no device token plus one worker node per listed class, all on this machine."""
+def parse_nodes(text: str) -> list[tuple[str, str | None]]:
+    """`cuda,x86-cpu:chip-a,x86-cpu:chip-b` -> one (class, simulated chip or None) per node."""
+    nodes = []
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        hw_class, _, chip = entry.partition(":")
+        if hw_class not in HW_CLASSES:
+            raise ValueError(f"--nodes {text!r}: {hw_class!r} is not a class ({', '.join(HW_CLASSES)})")
+        if chip and chip != simulated_chip_name(chip):
+            raise ValueError(f"--nodes {text!r}: chip {chip!r} must be letters, digits and -_. "
+                             f"(e.g. {simulated_chip_name(chip)!r})")
+        nodes.append((hw_class, chip or None))
+    if not nodes:
+        raise ValueError(f"--nodes {text!r}: name at least one class ({', '.join(HW_CLASSES)})")
+    return nodes
+
+
+def start_local(classes: list[str | tuple[str, str | None]], cpus_per_node: int = 1,
+                timeout_s: float = 60.0) -> LocalCluster:
+    """A head with no device token plus one worker node per listed class (or (class, simulated chip)), all on
+    this machine."""
     if LocalCluster.load():
         raise RuntimeError(f"a local cluster is already up ({LocalCluster.state_file()}); `quantsweep cluster down` first")
     port = free_port()
@@ -117,26 +136,29 @@ def start_local(classes: list[str], cpus_per_node: int = 1, timeout_s: float = 6
     cluster.save()
     try:
         _wait_for(cluster.address, nodes=1, timeout_s=timeout_s)
-        for hw_class in classes:
+        for entry in classes:
+            hw_class, chip = entry if isinstance(entry, tuple) else (entry, None)
             # One node at a time: raylets starting together on a small machine time out against the GCS.
-            _add_node(cluster, hw_class, cpus_per_node, timeout_s)
+            _add_node(cluster, hw_class, cpus_per_node, timeout_s, chip)
     except BaseException:
         stop_local()
         raise
     return cluster
 
 
-def add_local_node(hw_class: str, cpus: int = 1, timeout_s: float = 60.0) -> str:
+def add_local_node(hw_class: str, cpus: int = 1, timeout_s: float = 60.0, chip: str | None = None) -> str:
     """One more labelled node in the running local cluster (e.g. to replace a killed one); its name."""
     cluster = LocalCluster.load()
     if cluster is None:
         raise RuntimeError("no local cluster is up: `quantsweep cluster local` first")
-    return _add_node(cluster, hw_class, cpus, timeout_s)
+    return _add_node(cluster, hw_class, cpus, timeout_s, chip)
 
 
-def _add_node(cluster: LocalCluster, hw_class: str, cpus: int, timeout_s: float) -> str:
-    name = f"{len(cluster.groups) - 1}-{hw_class}"
-    args = ray_start_args(probe(simulate=hw_class), cluster.address, {LOCAL_NODE_LABEL: name}, tokens=1, block=True,
+def _add_node(cluster: LocalCluster, hw_class: str, cpus: int, timeout_s: float, chip: str | None = None) -> str:
+    """A node of `hw_class` (simulated where this machine is not one), or standing for the simulated `chip`."""
+    name = f"{len(cluster.groups) - 1}-{hw_class}" + (f"-{chip}" if chip else "")
+    labels = {LOCAL_NODE_LABEL: name} | ({SIMULATED_CHIP_LABEL: chip} if chip else {})
+    args = ray_start_args(probe(simulate=hw_class, chip=chip), cluster.address, labels, tokens=1, block=True,
                           num_cpus=cpus)
     cluster.groups[name] = _spawn(args, node_environment(), Path(cluster.logs) / f"{name}.log")
     cluster.save()

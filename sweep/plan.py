@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sweep.spec import Spec, SpecError
-from workers.datasets import DatasetConfig
+from workers.dataset_content import source_fingerprint
+from workers.datasets import DatasetConfig, DatasetError
 from workers.device import HW_CLASSES, Device
 from workers.evaluate import MEASUREMENT_CHOICES, EvalConfig
+from workers.hardware import Placement
 from workers.models import ModelConfig
 from workers.models.families import ModelUnavailable, family_of, with_family_defaults
 from workers.backends import library_for
+from workers.backends.torch.none import NoneConfig
 from workers.trial import Trial
 
 # A trial needing calibration names a dataset by `calibration_dataset`; these exist without being declared.
@@ -88,8 +91,8 @@ def expand(spec: Spec, local_class: str, present: list[str] | None = None, sourc
     eval_json = spec.eval.model_dump(mode="json", exclude=_unset_measurement_choices(spec.eval))
     models = [(m, m.model_dump(mode="json")) for m in _resolved_models(spec, str(source))]
     datasets = [
-        (d, d.model_dump(mode="json"))
-        for d in (
+        (d, dataset_identity(d, f"datasets[{i}]", str(source)))
+        for i, d in enumerate(
             ds.model_copy(update={"max_utterances": ds.max_utterances or spec.eval.max_utterances})
             for ds in spec.datasets
         )
@@ -111,7 +114,8 @@ def expand(spec: Spec, local_class: str, present: list[str] | None = None, sourc
                 update={"max_utterances": quant.calibration_utterances})
         text = canonical({
             "model": model_json, "quantization": quant.model_dump(mode="json"), "dataset": dataset_json,
-            "calibration": calibration.model_dump(mode="json") if calibration else None,
+            "calibration": dataset_identity(calibration, f"quantization[{qi}].calibration_dataset", str(source))
+            if calibration else None,
             "hardware": target, "eval": eval_json,
         })
         trial = Trial(trial_id(text), spec.sweep, model, quant, dataset, target, spec.eval, text, calibration)
@@ -125,6 +129,33 @@ def expand(spec: Spec, local_class: str, present: list[str] | None = None, sourc
             trials.append(trial)
     unplaced = sorted({t.hardware for t in trials if t.hardware in HW_CLASSES and t.hardware not in present})
     return Plan(trials, unsupported, excluded, unplaced)
+
+
+def is_baseline(trial: Trial) -> bool:
+    """The run every other trial of its model, dataset and eval settings is compared with (sql/baselines.sql)."""
+    return trial.quantization.library == "none" and trial.quantization.describe().scheme == "fp32"
+
+
+def baseline_for(trial: Trial, placement: Placement) -> Trial:
+    """The fp32 run of the trial's model, dataset and eval settings pinned to one chip and host group; the
+    placement is part of its id, so a resumed run finds it."""
+    parts = json.loads(trial.config)
+    quantization = with_family_defaults(NoneConfig(), trial.model.family)
+    parts.update(quantization=quantization.model_dump(mode="json"), calibration=None, hardware=placement.hw_class,
+                 placement=placement.as_config())
+    text = canonical(parts)
+    return Trial(trial_id(text), trial.sweep, trial.model, quantization, trial.dataset, placement.hw_class,
+                 trial.eval, text, placement=placement)
+
+
+def dataset_identity(config: DatasetConfig, where: str, source: str) -> dict[str, Any]:
+    """A dataset as its trials' ids hash it: its fields, and its content where its files can change under one
+    name (workers/dataset_content.py); a dataset that cannot be read is refused here, before anything runs."""
+    try:
+        content = source_fingerprint(config)
+    except DatasetError as exc:
+        raise SpecError(source, [f"{where}: {exc}"]) from None
+    return config.model_dump(mode="json") | ({"content": content} if content else {})
 
 
 def _resolved_models(spec: Spec, source: str) -> list[ModelConfig]:
@@ -157,14 +188,16 @@ class Diff:
 
 
 def diff(trials: list[Trial], finished: dict[str, str], rerun: bool = False, retry_failed: bool = False,
-         also_done: tuple[str, ...] = ()) -> Diff:
-    """What a run must still do: by default everything not `ok` (nor a status in `also_done`); `retry_failed` only
-    the failed ones."""
+         also_done: tuple[str, ...] = (), replan: set[str] | frozenset[str] = frozenset()) -> Diff:
+    """What a run must still do: by default everything not `ok` nor `unsupported` (nor a status in `also_done`),
+    and the `unsupported` trials in `replan` (their node lacked the library's package, which may be there now);
+    `retry_failed` only the failed ones."""
     if rerun:
         return Diff(list(trials), [])
     to_run, done = [], []
     for trial in trials:
         status = finished.get(trial.trial_id)
-        pending = status == "failed" if retry_failed else status not in ("ok", "unsupported", *also_done)
+        pending = (status == "failed" if retry_failed
+                   else status not in ("ok", "unsupported", *also_done) or trial.trial_id in replan)
         (to_run if pending else done).append(trial)
     return Diff(to_run, done)

@@ -37,6 +37,8 @@ class SweepProgress:
         counts = self.counts[target]
         counts[row["status"]] += 1
         task = self.tasks[target]
+        if trial.placement is not None:  # a baseline added for a chip that had none: one more than planned
+            self.progress.update(task, total=(self.progress.tasks[task].total or 0) + 1)
         self.progress.update(task, counts=" ".join(f"{s} {n}" for s, n in sorted(counts.items())))
         if row["status"] != "unsupported" or self.progress.tasks[task].total:
             self.progress.advance(task)

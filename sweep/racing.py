@@ -262,7 +262,7 @@ class RaceDispatcher(Dispatcher):
         self.holders[trial.trial_id] = runner
         return trial
 
-    def _finished(self, trial: Trial, outcome: TrialOutcome) -> None:
+    def _finished(self, trial: Trial, outcome: TrialOutcome, runner: Runner) -> None:
         entry = self.entries[trial.trial_id]
         entry.running = False
         self.attempts[trial.trial_id] = 0  # retries are counted per rung
@@ -276,7 +276,7 @@ class RaceDispatcher(Dispatcher):
             else:
                 self._scored(entry, trial.rung.index, outcome)
         except Exception as exc:  # noqa: BLE001 - e.g. the results directory refused the write
-            self._record_failure(trial, exc)
+            self._record_failure(trial, exc, runner)
             return
         self._advance(entry.group)
 

@@ -20,8 +20,9 @@ from ray.exceptions import (ActorDiedError, ActorUnavailableError, LocalRayletDi
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from results.store import Store  # noqa: E402
+from sweep.baselines import Baselines  # noqa: E402
 from workers.hardware import (CHIP_LABEL, CLASS_LABEL, CORES_ENV, CORES_LABEL, DEVICE_TOKEN, HOST_GROUP_LABEL,  # noqa: E402
-                              SIMULATED_LABEL, Hardware, parse_cores, pin_cores, probe)
+                              SIMULATED_LABEL, Hardware, Placement, node_hardware, parse_cores, pin_cores, probe)
 from workers.trial import Trial, TrialOutcome, WorkerCache, error_text, now, run_trial  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -128,10 +129,7 @@ class TrialRunner:
         pin_cores()
         context = ray.get_runtime_context()
         labels = context.get_node_labels()
-        real = probe()
-        labelled = labels.get(CLASS_LABEL, real.hw_class)
-        labelled = labelled[0] if isinstance(labelled, list) else labelled
-        hardware = probe(simulate=labelled) if labelled != real.hw_class else real
+        hardware = node_hardware(labels)
         # Ray gives a CUDA runner one GPU of its own (num_gpus=1) and shows only it (CUDA_VISIBLE_DEVICES).
         gpus = ray.get_gpu_ids() if hardware.hw_class == "cuda" and not hardware.simulated else []
         self.own_gpu = len(gpus) == 1
@@ -140,9 +138,10 @@ class TrialRunner:
         self.node_id = context.get_node_id()
         self.cache = WorkerCache()
 
-    def ready(self) -> str:
-        """Answers once the runner lives on its node: trials go only to runners that answered."""
-        return self.node_id
+    def ready(self) -> Placement:
+        """Answers once the runner lives on its node, with the chip and host group its rows record: trials go
+        only to runners that answered, and baselines are placed by that answer."""
+        return self.hardware.placement
 
     def run(self, trial: Trial, attempt: int, results: str | None, cores_exclusive: bool,
             runners_on_node: int) -> TrialOutcome:
@@ -151,6 +150,8 @@ class TrialRunner:
         Writing where the trial ran keeps the driver's cost per trial small and lets workers on other
         machines write to shared storage; the trial row still travels back for progress and the summary.
         """
+        if trial.placement not in (None, self.hardware.placement):
+            raise RuntimeError(f"trial {trial.trial_id} is pinned to {trial.placement}, not {self.hardware.placement}")
         exclusive = self.own_gpu if self.hardware.gpu is not None else cores_exclusive
         outcome = run_trial(trial, self.hardware, self.cache, exclusive=exclusive, runners_on_node=runners_on_node)
         outcome.row.update(node_id=self.node_id, attempt=attempt)
@@ -169,6 +170,7 @@ class Runner:
     models: set[str] = field(default_factory=set)
     in_flight: int = 0
     ready: bool = False  # it answered `ready`: it lives on its node
+    placement: Placement | None = None  # the chip and host group it answered with
     alive: bool = True
     head_since: float = 0.0  # when the oldest trial it was given began running (monotonic seconds)
 
@@ -181,6 +183,7 @@ class Runner:
 class Summary:
     statuses: collections.Counter = field(default_factory=collections.Counter)
     model_loads: int = 0
+    baselines_added: int = 0  # fp32 runs added for chips and host groups that had none (sweep/baselines.py)
     compute_s: float = 0.0
     wall_s: float = 0.0
 
@@ -210,10 +213,14 @@ class Dispatcher:
     pending calls, and any failure of one becomes a retry, a runner that is not used, or a `failed` row.
     """
 
-    def __init__(self, store: Store, on_outcome: OnOutcome, retries: int):
+    def __init__(self, store: Store, on_outcome: OnOutcome, retries: int, baselines: Baselines | None = None):
         self.store, self.on_outcome, self.retries = store, on_outcome, retries
+        self.baselines = baselines or Baselines()
         self.summary = Summary()
         self.queues: dict[str, collections.deque[Trial]] = collections.defaultdict(collections.deque)
+        # baselines pinned to a chip and host group, and the nodes whose runners answered with each placement
+        self.pinned: dict[Placement, collections.deque[Trial]] = collections.defaultdict(collections.deque)
+        self.placed_on: dict[Placement, set[str]] = collections.defaultdict(set)
         self.runners: list[Runner] = []
         self.attempts: collections.Counter[str] = collections.Counter()
         self.pending: dict[Any, Started | Running] = {}
@@ -225,8 +232,10 @@ class Dispatcher:
         for trial in trials:
             self.queues[trial.hardware].append(trial)
         for target in list(self.queues):
+            waiting_since = now()  # a no_capacity row's started_at: when the wait for a node began
             if not self._top_up(target, wait_timeout_s):
-                self._give_up(target, "no_capacity", f"no live node of {target} within {wait_timeout_s:.0f} s")
+                self._give_up(target, "no_capacity", f"no live node of {target} within {wait_timeout_s:.0f} s",
+                              waiting_since)
         while any(isinstance(p, Running) for p in self.pending.values()) or self._waiting_for_runners():
             done, _ = ray.wait(list(self.pending), num_returns=1, timeout=PLACEMENT_CHECK_S)
             if done:
@@ -234,13 +243,21 @@ class Dispatcher:
             else:
                 self._drop_placements_on_dead_nodes()
             self._end_overdue()
+        for placement in [p for p, q in self.pinned.items() if q]:  # every trial is one row, even one never placed
+            self._give_up_pinned(placement, "no runner of its chip and host group was left")
         self._close()
+        self.summary.baselines_added = self.baselines.added
         self.summary.wall_s = time.perf_counter() - started
         return self.summary
 
     def _waiting_for_runners(self) -> bool:
         """Trials are queued and a runner that could take them is still being placed."""
-        return any(self.queues.get(p.runner.target) for p in self.pending.values() if isinstance(p, Started))
+        return any(self.queues.get(p.runner.target) or self._pinned_on(p.runner.node_id)
+                   for p in self.pending.values() if isinstance(p, Started))
+
+    def _pinned_on(self, node_id: str) -> bool:
+        """Pinned baselines wait for a placement this node's runners have answered with."""
+        return any(q and node_id in self.placed_on[p] for p, q in self.pinned.items())
 
     def _handle(self, ref: Any, call: Started | Running) -> None:
         runner = call.runner
@@ -258,14 +275,15 @@ class Dispatcher:
             else:
                 runner.in_flight -= 1
                 runner.head_since = time.monotonic()
-                self._record_failure(call.trial, exc)
+                self._record_failure(call.trial, exc, runner)
         else:
             if isinstance(call, Started):
-                runner.ready = True
+                runner.ready, runner.placement = True, value
+                self.placed_on[value].add(runner.node_id)
             else:
                 runner.in_flight -= 1
                 runner.head_since = time.monotonic()  # the trial queued behind this one starts now
-                self._finished(call.trial, value)
+                self._finished(call.trial, value, runner)
         for r in self.runners:
             self._feed(r)
         self._give_up_stranded()
@@ -279,29 +297,33 @@ class Dispatcher:
                 self._never_started(call.runner, NodeDiedError(f"node {call.runner.node_id} died before the runner started"))
         self._give_up_stranded()
 
-    def _finished(self, trial: Trial, outcome: TrialOutcome) -> None:
+    def _finished(self, trial: Trial, outcome: TrialOutcome, runner: Runner) -> None:
+        self.baselines.ended(trial, outcome.status == "ok")
         try:
             self.summary.compute_s += outcome.row.get("compute_s") or 0.0
             self.summary.model_loads += outcome.row.get("model_reused") is False
             self._write(trial, outcome.row, outcome.utterances, written=outcome.written)
         except Exception as exc:  # noqa: BLE001 - e.g. the results directory refused the write
-            self._record_failure(trial, exc)
+            self._record_failure(trial, exc, runner)
 
-    def _record_failure(self, trial: Trial, exc: BaseException) -> None:
+    def _record_failure(self, trial: Trial, exc: BaseException, runner: Runner) -> None:
+        self.baselines.ended(trial, ok=False)
         log.warning("trial %s failed outside the trial itself: %s", trial.trial_id, exc)
         try:
-            self._record(trial, {"status": "failed", "error_type": type(exc).__name__, "attempt": self.attempts[trial.trial_id],
-                                 "error": f"the trial's handling failed: {error_text(exc)}"[:4000]})
+            self._record(trial, _where(runner) | {
+                "status": "failed", "error_type": type(exc).__name__, "attempt": self.attempts[trial.trial_id],
+                "error": f"the trial's handling failed: {error_text(exc)}"[:4000]})
         except Exception as again:  # noqa: BLE001 - not even its row can be written: say so and go on
             log.error("trial %s: its failed row could not be written either: %s", trial.trial_id, again)
             self.summary.statuses["failed"] += 1
 
     def _feed(self, runner: Runner) -> None:
-        queue = self.queues.get(runner.target)
-        while runner.alive and runner.ready and runner.in_flight < IN_FLIGHT_PER_RUNNER and queue:
-            trial = self._pick(runner, queue)
+        while runner.alive and runner.ready and runner.in_flight < IN_FLIGHT_PER_RUNNER:
+            trial = self._take(runner)
             if trial is None:
-                break
+                return
+            for baseline in self.baselines.placed(trial, runner.placement):
+                self.pinned[baseline.placement].append(baseline)
             self.attempts[trial.trial_id] += 1
             results = self.store.root if runner.writes and self.worker_writes else None
             exclusive = cores_exclusive(runner.node, self._nodes())
@@ -315,9 +337,23 @@ class Dispatcher:
     # Whether runners write their trials' rows (a race's driver merges rungs and writes them itself).
     worker_writes = True
 
+    def _take(self, runner: Runner) -> Trial | None:
+        """The next trial of the runner's target; once those are all given out, the fp32 runs added for its
+        placement (so they never break a worker's reuse of a model or a quantization)."""
+        queue = self.queues.get(runner.target)
+        if queue:
+            return self._pick(runner, queue)
+        pinned = self.pinned.get(runner.placement)
+        return pinned.popleft() if pinned else None
+
     def _pick(self, runner: Runner, queue: collections.deque[Trial]) -> Trial | None:
         """The next trial for this runner (taken off the queue), or None to leave it idle for now."""
         return _next_for(runner, queue)
+
+    def _requeue(self, trial: Trial) -> None:
+        """Back to the front of its queue: its target's, or its placement's for a pinned baseline."""
+        self.baselines.requeued(trial)
+        (self.pinned[trial.placement] if trial.placement else self.queues[trial.hardware]).appendleft(trial)
 
     def _nodes(self, fresh: bool = False) -> list[Node]:
         """Live nodes, asked of Ray at most every LAYOUT_TTL_S (each ask is a round trip to the GCS)."""
@@ -361,10 +397,12 @@ class Dispatcher:
         # if the node itself is gone it never answers, and that node is not used again.
         has_runner = self._top_up(trial.hardware)
         if self.attempts[trial.trial_id] <= self.retries and has_runner:
-            self.queues[trial.hardware].appendleft(trial)
+            self._requeue(trial)
         else:
-            self._record(trial, {"status": "failed", "error_type": type(exc).__name__, "attempt": self.attempts[trial.trial_id],
-                                 "error": f"its worker died {self.attempts[trial.trial_id]} time(s) running it: {exc}"[:4000]})
+            self.baselines.ended(trial, ok=False)
+            self._record(trial, _where(runner) | {
+                "status": "failed", "error_type": type(exc).__name__, "attempt": self.attempts[trial.trial_id],
+                "error": f"its worker died {self.attempts[trial.trial_id]} time(s) running it: {exc}"[:4000]})
 
     def _retire(self, runner: Runner) -> None:
         """Kill a runner; the trials queued on it were not the cause: back to their queue, no attempt charged."""
@@ -374,7 +412,7 @@ class Dispatcher:
                 del self.pending[ref]
                 runner.in_flight -= 1
                 self.attempts[call.trial.trial_id] -= 1
-                self.queues[call.trial.hardware].appendleft(call.trial)
+                self._requeue(call.trial)
         _kill(runner)
 
     def _end_overdue(self) -> None:
@@ -391,7 +429,8 @@ class Dispatcher:
             runner.in_flight -= 1
             self._retire(runner)
             self._top_up(head.trial.hardware)
-            self._record(head.trial, {"status": "failed", "error_type": "TrialTimeout",
+            self.baselines.ended(head.trial, ok=False)
+            self._record(head.trial, _where(runner) | {"status": "failed", "error_type": "TrialTimeout",
                                       "attempt": self.attempts[head.trial.trial_id], "error": (
                                           f"the trial was still running after {running_s:.0f} s, past "
                                           f"eval.trial_timeout_s ({head.trial.eval.trial_timeout_s:g} s): its "
@@ -404,10 +443,18 @@ class Dispatcher:
             if not any(r.alive and r.target == target for r in self.runners) and not self._top_up(target):
                 why = "; ".join(sorted(set(self.unusable.values())))[:1000] or "no live node"
                 self._give_up(target, "no_capacity", f"every node of {target} died or is unusable ({why})")
+        for placement in [p for p, q in self.pinned.items() if q]:
+            if not any(r.alive and r.node_id in self.placed_on[placement] for r in self.runners):
+                self._give_up_pinned(placement, "every node of its chip and host group died or is unusable")
 
-    def _give_up(self, target: str, status: str, why: str) -> None:
+    def _give_up_pinned(self, placement: Placement, why: str) -> None:
+        for trial in self.pinned.pop(placement, ()):
+            self._record(trial, {"status": "no_capacity", "error": f"{why} ({placement.hw_chip}, host group "
+                                                                   f"{placement.host_group})"})
+
+    def _give_up(self, target: str, status: str, why: str, since: Any = None) -> None:
         for trial in self.queues.pop(target, ()):
-            self._record(trial, {"status": status, "error": why})
+            self._record(trial, {"status": status, "error": why} | ({"started_at": since} if since else {}))
 
     def _record(self, trial: Trial, fields: dict[str, Any]) -> None:
         """A trial that produced no outcome of its own still becomes exactly one row."""
@@ -426,6 +473,14 @@ class Dispatcher:
                 _kill(r)
 
 
+def _where(runner: Runner) -> dict[str, Any]:
+    """Where a trial the driver records was running: its runner's chip and host group, once the runner answered."""
+    where = {"node_id": runner.node_id}
+    if runner.placement is not None:
+        where |= runner.placement.as_config()
+    return where
+
+
 def _kill(runner: Runner) -> None:
     runner.alive = False
     try:
@@ -435,9 +490,10 @@ def _kill(runner: Runner) -> None:
 
 
 def run_trials(trials: list[Trial], store: Store, on_outcome: OnOutcome, retries: int = 2,
-               wait_timeout_s: float = 0.0) -> Summary:
-    """Run every trial on a runner of its target; each outcome is written as it arrives."""
-    return Dispatcher(store, on_outcome, retries).run(trials, wait_timeout_s)
+               wait_timeout_s: float = 0.0, baselines: Baselines | None = None) -> Summary:
+    """Run every trial on a runner of its target, and the fp32 baselines its placements lack (`baselines`:
+    those already recorded); each outcome is written as it arrives."""
+    return Dispatcher(store, on_outcome, retries, baselines).run(trials, wait_timeout_s)
 
 
 def runner_options(node: Node, target: str) -> dict[str, Any]:

@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-import workers.metrics  # noqa: E402,F401  (the metrics register their columns: synthetic rows carry them too)
 # Test-only families and the `probe` quantizer (tests/plugins/trials.py), in this process, the CLI processes
-# it starts, and every Ray worker those start (they inherit the environment).
+# it starts, and every Ray worker those start (they inherit the environment): set before any registry loads.
 os.environ["QUANTSWEEP_PLUGINS"] = "tests.plugins.trials"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as the Makefile exports it: nothing comes from the hub at run time
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+import workers.metrics  # noqa: E402,F401  (the metrics register their columns: synthetic rows carry them too)
 
 
 def write_spec(path: Path, spec: dict) -> Path:

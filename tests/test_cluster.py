@@ -5,15 +5,19 @@ import json
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, quantsweep, write_spec
+from results.render import render_tables
+from results.report import report_data
 from results.store import Store
+from results.views import BUILDERS
 from sweep.cluster import LocalCluster, add_local_node, kill_node
+from sweep.results_cli import open_results
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +127,59 @@ def test_node_killed_at_any_moment_never_ends_the_driver(cluster: str, tmp_path:
         assert all(r["status"] == "ok" for r in rows), (moment, [(r["quantization"], r["error"]) for r in rows])
         state = json.loads((tmp_path / "r" / "_runs" / f"{sweep}.json").read_text())
         assert state["state"] == "finished" and state["statuses"] == {"ok": trials}, moment
+
+
+def test_two_chips_of_one_class_each_get_their_own_baseline_in_every_table(cluster: str, tmp_path: Path) -> None:
+    """Two simulated arm-cpu chips share a class target: each chip that runs trials gets an fp32 run of its own
+    (the planned one, or one the scheduler adds there), and every table shows both chips, each trial against
+    its own chip's baseline; a later run finds those baselines on disk and adds none."""
+    for chip in ("chip-a", "chip-b"):
+        add_local_node("arm-cpu", chip=chip)
+    # the probe leaves tiny-whisper as it is and sleeps 1.5 s per batch: long enough for both runners to take some
+    probes = [{"library": "probe", "name": f"p{i}", "sleep_s": 1.5} for i in range(6)]
+    spec = tiny_spec("chips", tmp_path / "r", [{"library": "none"}, *probes], ["arm-cpu"])
+    done = quantsweep("run", str(write_spec(tmp_path / "s.yaml", spec)), "--address", cluster)
+    rows = Store(str(tmp_path / "r")).read("trials", "chips").to_pylist()
+    assert all(r["status"] == "ok" for r in rows), [(r["quantization"], r["error"]) for r in rows]
+    chips = {r["hw_chip"] for r in rows}
+    assert len(chips) == 2 and all("chip-a" in c or "chip-b" in c for c in chips), chips
+    probed = {r["hw_chip"] for r in rows if r["library"] == "probe"}
+    assert probed == chips, f"precondition: both chips ran probe trials ({probed})"
+    fp32 = Counter(r["hw_chip"] for r in rows if r["library"] == "none")
+    assert fp32 == {chip: 1 for chip in chips}, fp32  # one baseline per chip: the planned one and one added
+    assert "1 fp32 baseline(s) added" in " ".join(done.stderr.split()) and len(rows) == 8
+
+    # the views in this process (the CLI's own rendering is tested on synthetic results): bootstrap filled first
+    _, con = open_results(str(tmp_path / "r"))
+
+    def view(name: str) -> list[dict]:
+        return [dict(zip(t.columns, r)) for t in BUILDERS[name](con, None) for r in t.rows]
+
+    by_trial = {r["trial_id"]: r for r in rows}
+    board = view("per-device")
+    assert len(board) == 8 and {r["hw_class"] for r in board} == {"arm-cpu (simulated)"}
+    for r in board:
+        if r["is_baseline"]:
+            continue
+        assert by_trial[r["baseline_trial_id"]]["hw_chip"] == r["hw_chip"], r  # its own chip's fp32 run
+        assert None not in (r["delta_wer"], r["speedup"], r["delta_wer_p"]), r
+    for chip in chips:  # ranked per chip: each chip's ranks start at 1
+        assert min(r["rank"] for r in board if r["hw_chip"] == chip) == 1
+    cross = view("cross-hardware")
+    fp32_row = next(r for r in cross if r["quantization"] == "fp32")
+    hardware = {r["hardware"] for r in board}
+    assert len(hardware) == 2 and all(fp32_row[f"{hw}.wer"] is not None for hw in hardware), fp32_row
+    ladder = view("ladder")
+    assert {r["hw_chip"] for r in ladder} == chips
+    assert all(r["speedup"] is not None for r in ladder if r["quantization"].startswith("p"))
+    assert {r["hw_chip"] for r in view("pareto")} == chips
+    assert {r["hw_chip"] for r in view("hardware")} == chips
+    markdown = render_tables(BUILDERS["per-device"](con, None), "markdown")
+    assert all(f"### samples on {hw}" in markdown for hw in hardware), markdown[:2000]
+    assert {p["hardware"] for p in report_data(con)["points"]} == hardware
+    # a new trial lands on a chip whose baseline is on disk: none is added, and nothing else runs again
+    spec["quantization"].append({"library": "probe", "name": "p6"})
+    again = quantsweep("run", str(write_spec(tmp_path / "s.yaml", spec)), "--address", cluster)
+    said = " ".join(again.stderr.split())
+    assert "7 already done, 1 to run" in said and "baseline(s) added" not in said, said
+    assert len(Store(str(tmp_path / "r")).read("trials", "chips")) == 9

@@ -364,6 +364,6 @@ def test_config_schema_describes_every_field() -> None:
     properties = DatasetConfig.model_json_schema()["properties"]
     assert set(properties) == {
         "name", "source", "preset", "path", "split", "subset", "streaming", "language", "max_utterances",
-        "text_column", "audio_column", "normalizer",
+        "text_column", "audio_column", "normalizer", "revision",
     }
     assert all(p.get("description") for p in properties.values())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import duckdb
@@ -16,10 +17,10 @@ FP32_WER_BOUNDS = (0.03, 0.12)
 # What each quantization may cost in WER points over fp32 on these clips (one word is about 0.9 points).
 # 8-bit weights with float or dynamic activations: at most +2 points. Below 8 bits and with static activations
 # the loss is real on tiny.en (seed 001 saw the same for static quanto on Whisper-small); the bounds are the
-# measured deltas plus a word. hqq-w4 and quanto-w8a8 also transcribe counting.wav as "1-2-3-...-10", which
+# measured deltas plus a word. hqq-w4 and quanto-w4 also transcribe counting.wav as "1-2-3-...-10", which
 # Whisper's normalizer scores as 10 errors against the merged reference "12345678910" (fp32 scores 4 there).
 WER_BOUND = {"torch-dynamic-int8": 0.02, "torchao-w8": 0.02, "bnb-int8": 0.02, "quanto-w8": 0.02,
-             "bnb-nf4": 0.05, "hqq-w4-g64": 0.14, "quanto-w8a8": 0.16, "hqq-w3-g64": 0.20}
+             "bnb-nf4": 0.05, "hqq-w4-g64": 0.14, "quanto-w4": 0.14, "hqq-w3-g64": 0.20}
 
 
 def trials(results: Path) -> list[dict]:
@@ -31,6 +32,8 @@ def test_every_demo_trial_ran_and_quantized(demo_results: Path) -> None:
     assert len(rows) == 9, sorted(rows)
     assert all(r["status"] == "ok" for r in rows.values()), {k: r["error"] for k, r in rows.items()}
     fp32 = rows["fp32"]
+    for label, row in rows.items():  # processor time of the timed passes, and the cores it kept busy
+        assert row["timed_cpu_s"] > 0 and 0 < row["cpu_cores_busy"] <= (os.cpu_count() or 1) + 0.5, label
     assert FP32_WER_BOUNDS[0] <= fp32["wer"] <= FP32_WER_BOUNDS[1]
     assert fp32["n_utterances"] == 14 and fp32["n_utterance_errors"] == 0
     for label, row in rows.items():
@@ -45,9 +48,8 @@ def test_every_demo_trial_ran_and_quantized(demo_results: Path) -> None:
         # memory read around the timed passes (see test_memory for its order-independence)
         assert row["peak_mem_kind"] == TORCH_INLINE_KIND and row["model_mem_bytes"] < fp32["model_mem_bytes"], label
         assert row["peak_mem_bytes"] > row["model_mem_bytes"], label  # activations come on top of the weights
-        if row["weight_bits"] == 8:
+        if row["weight_bits"] == 8 and row["act_bits"] is None:  # weight-only int8: less than fp32 in all
             assert row["peak_mem_bytes"] < fp32["peak_mem_bytes"], (label, row["peak_mem_bytes"], fp32["peak_mem_bytes"])
-    assert rows["quanto-w8a8"]["calibration_utterances"] == 8
 
 
 def test_leaderboard_json_matches_parquet(demo_results: Path) -> None:
@@ -91,9 +93,10 @@ def test_library_noise_is_kept_with_the_trial_not_the_terminal(demo_results: Pat
     logs = {r["quantization"]: r["log"] or "" for r in trials(demo_results)}
     caught = "\n".join(logs.values())
     # What the libraries said went into the rows: transformers' loading bar and deprecation notices,
-    # torchao's and bitsandbytes' import warnings; repeats folded with a count.
-    assert "Loading weights" in logs["fp32"]
-    assert "bitsandbytes" in caught and "torchao" in caught
+    # torchao's import warnings (the first trial imports it, through transformers), torch's deprecation of
+    # quantize_per_tensor in dynamic int8; repeats folded with a count.
+    assert "Loading weights" in logs["fp32"] and "torchao" in logs["fp32"]
+    assert "quantize_per_tensor" in logs["torch-dynamic-int8"]
     assert "[x" in caught
     assert all(len(log) < 25_000 for log in logs.values())
     terminal = (demo_results.parent / "terminal.txt").read_text()

@@ -7,7 +7,7 @@ import soundfile as sf
 import torch
 
 from workers.datasets import DatasetConfig, Utterance, load_utterances
-from workers.evaluate import EvalConfig, evaluate, run_pass, serialized_bytes
+from workers.evaluate import EvalConfig, StageTimes, batches, evaluate, run_pass, serialized_bytes
 from workers.models import ModelConfig
 from workers.models.whisper import WhisperTranscriber
 from workers.scoring import score
@@ -98,3 +98,43 @@ def test_serialized_size_counts_every_byte(cache: WorkerCache) -> None:
     # torch.save stores a shared storage once: the tied embedding/proj_out counts once, like parameters().
     values = sum(p.numel() for p in loaded.model.parameters()) + sum(b.numel() for b in loaded.model.buffers())
     assert 4 * values < serialized_bytes(loaded.model) < 4 * values * 1.01
+
+
+def test_batches_sort_by_length_or_keep_the_given_order() -> None:
+    """Timed passes sort short clips by length, long ones after; calibration keeps the split's order (static
+    scales are running averages), a long clip ending the batch before it."""
+    clips = [Utterance(name, "", None, seconds) for name, seconds in
+             (("a", 3.0), ("long", 45.0), ("b", 1.0), ("c", 2.0), ("d", 0.5), ("e", 4.0))]
+
+    def names(**kwargs: object) -> list[list[str]]:
+        return [[u.utt_id for u in batch] for batch in batches(clips, 2, 30.0, **kwargs)]
+
+    assert names() == [["d", "b"], ["c", "a"], ["e"], ["long"]]
+    assert names(in_order=True) == [["a"], ["long"], ["b", "c"], ["d", "e"]]
+class ScriptedTranscriber:
+    """Stage seconds given per timed pass (as a transcriber measures its own): what evaluation makes of repeats."""
+
+    def __init__(self, pass_seconds: list[float], clips: int):
+        self.pass_seconds, self.clips, self.calls = pass_seconds, clips, 0
+
+    def transcribe(self, audios: list[np.ndarray]) -> tuple[list[str], StageTimes]:
+        timed_pass = self.calls // self.clips
+        self.calls += len(audios)
+        return [f"pass {timed_pass}"] * len(audios), StageTimes(decode_s=self.pass_seconds[timed_pass] / self.clips)
+
+
+def test_timing_repeats_take_the_median_the_best_and_the_spread_and_keep_the_first_transcripts(
+        samples: list[Utterance]) -> None:
+    clips = samples[:2]
+    audio_s = sum(u.duration_s for u in clips)
+    evaluation = evaluate(ScriptedTranscriber([3.0, 1.0, 1.5], len(clips)), clips,
+                          EvalConfig(timing_repeats=3, warmup_utterances=0))
+    columns = evaluation.columns
+    assert columns["timing_repeats"] == 3
+    assert columns["rtf"] == pytest.approx(1.5 / audio_s) and columns["rtf_best"] == pytest.approx(1.0 / audio_s)
+    assert columns["rtf_cv"] == pytest.approx(np.std([3.0, 1.0, 1.5]) / np.mean([3.0, 1.0, 1.5]))
+    # per-utterance latencies over every pass (1.5, 0.5, 0.75 s each); best: each clip's fastest pass
+    assert columns["latency_p50_s"] == pytest.approx(0.75) and columns["latency_best_s"] == pytest.approx(0.5)
+    assert columns["latency_cv"] == pytest.approx(np.std([1.5, 0.5, 0.75]) / np.mean([1.5, 0.5, 0.75]))
+    assert {r["hypothesis"] for r in evaluation.utterance_rows} == {"pass 0"}
+    assert sum(r["seconds"] for r in evaluation.utterance_rows) == pytest.approx(3.0)  # the first pass's seconds

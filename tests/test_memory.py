@@ -10,7 +10,7 @@ from torch import nn
 from conftest import quantsweep, write_spec
 from results.store import Store
 from workers.isolation import ChildTimedOut, run_isolated
-from workers.process_memory import TORCH_INLINE_KIND, model_mem_bytes
+from workers.process_memory import CUDA_KIND, MPS_KIND, MPS_SAMPLE_S, TORCH_INLINE_KIND, device_peak, model_mem_bytes
 from workers.models import ModelConfig, load_model
 
 
@@ -84,3 +84,62 @@ def test_an_isolated_child_that_hangs_is_killed_at_its_time_limit() -> None:
     with pytest.raises(ChildTimedOut, match="within 2 s"):
         run_isolated(_hang, timeout_s=2)
     assert time.monotonic() - started < 60
+
+
+class SimulatedAllocator:
+    """A device allocator's counters without the device: tensors are allocated and freed by the test, and (like
+    torch.cuda) it keeps the peak since its last reset, or (like torch.mps) none at all."""
+
+    def __init__(self, kind: str, has_peak: bool, allocated: int = 0):
+        self.kind, self.has_peak = kind, has_peak
+        self.current = self.high = allocated
+        self.synchronized = 0
+
+    def synchronize(self) -> None:
+        self.synchronized += 1
+
+    def allocated(self) -> int:
+        return self.current
+
+    def reset_peak(self) -> None:
+        self.high = self.current
+
+    def peak(self) -> int:
+        return self.high
+
+    def hold(self, nbytes: int, seconds: float = 0.0) -> None:
+        """Allocate, keep for `seconds`, free: an activation that lives as long as one layer's work."""
+        self.current += nbytes
+        self.high = max(self.high, self.current)
+        time.sleep(seconds)
+        self.current -= nbytes
+
+
+def test_gpu_peak_is_the_allocators_peak_of_the_block_above_what_was_there_before_the_model() -> None:
+    gpu = SimulatedAllocator(CUDA_KIND, has_peak=True, allocated=100 << 20)  # another trial's leftovers
+    gpu.hold(900 << 20)  # an earlier trial's peak: the reset at the block's start leaves it out
+    before = gpu.allocated()
+    gpu.current += 40 << 20  # the quantized model, loaded after `before` was read
+    with device_peak("cuda:0", before, {}, gpu) as peak:
+        gpu.hold(25 << 20)
+        gpu.hold(60 << 20)  # the largest activation
+    assert peak == {"peak_mem_bytes": (40 + 60) << 20, "peak_mem_kind": CUDA_KIND}
+    assert gpu.synchronized == 2  # queued kernels finish before the counters are read
+
+
+def test_mps_peak_is_sampled_while_the_block_runs(cpu_hog: None) -> None:
+    mps = SimulatedAllocator(MPS_KIND, has_peak=False, allocated=10 << 20)
+    before = mps.allocated()
+    mps.current += 40 << 20
+    with device_peak("mps", before, {}, mps) as peak:
+        mps.hold(200 << 20, seconds=100 * MPS_SAMPLE_S)  # freed before the block ends: only sampling sees it
+        mps.hold(30 << 20, seconds=100 * MPS_SAMPLE_S)
+    assert peak == {"peak_mem_bytes": (40 + 200) << 20, "peak_mem_kind": MPS_KIND}
+    # nothing more than the model held after the block: without the sampler the figure would be the model alone
+    assert mps.allocated() - before == 40 << 20
+
+
+def test_devices_without_an_allocator_are_refused() -> None:
+    with pytest.raises(ValueError, match="cpu: CPU memory is measured from the resident set"):
+        with device_peak("cpu", 0, {}):
+            pass

@@ -22,6 +22,7 @@ CUDA = Device("cuda", "cuda:0", simulated=True)
 APPLE = Device("apple", "mps", simulated=True)
 ARM = Device("arm-cpu", simulated=True)
 MEL_FRAMES = 64  # 2 x max_source_positions: Whisper's encoder takes exactly this many frames
+MAX_NEW_TOKENS = 6
 
 parse = TypeAdapter(QuantizationConfig).validate_python
 
@@ -71,6 +72,24 @@ def whisper() -> WhisperForConditionalGeneration:
     model = WhisperForConditionalGeneration(config).eval()
     model.generation_config.max_length = None  # max_new_tokens decides
     return model
+
+
+@pytest.fixture(scope="module")
+def whisper_window() -> tuple[WhisperForConditionalGeneration, object]:
+    """A small random Whisper that takes the real processor's 30 s window, with tiny.en's processor."""
+    from transformers import WhisperProcessor
+
+    from workers.models import ModelConfig, transformers_dir
+
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=200, num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128,
+                           decoder_ffn_dim=128, max_source_positions=1500, max_target_positions=32, pad_token_id=0,
+                           bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    model = WhisperForConditionalGeneration(config).eval()
+    model.generation_config.max_length = None  # max_new_tokens decides
+    path = transformers_dir(ModelConfig(name="whisper-tiny.en", packaged="whisper-tiny.en"))
+    return model, WhisperProcessor.from_pretrained(path)
 
 
 @pytest.fixture(scope="module")
@@ -213,9 +232,9 @@ def test_runtimes_that_run_whisper_only_refuse_other_families_and_torch_librarie
 
 
 def test_registry_covers_every_config():
-    # The test plugin (tests/plugins/trials.py) adds `probe`; the product ships these (two of them exporters).
+    # The test plugin (tests/plugins/trials.py) adds `probe`; the product ships these (five of them exporters).
     assert set(LIBRARIES) - {"probe"} == {"none", "torch", "torchao", "hqq", "bnb", "quanto", "ptq", "ggml",
-                                           "ctranslate2"}
+                                           "ctranslate2", "onnxruntime", "openvino", "mlx"}
     for library, quantizer in LIBRARIES.items():
         config = parse({"library": library})
         assert isinstance(config, quantizer.config_type) and isinstance(config, QuantConfig)
@@ -324,8 +343,9 @@ def test_quanto_static_activations_take_their_scales_from_calibration(whisper, f
 
     assert len(calls) == 2
     qmodules = [m for m in model.modules() if isinstance(m, QModuleMixin)]
-    assert len(qmodules) == 32
-    assert not any(isinstance(m, QLayerNorm) for m in qmodules)  # quanto would take them too, unrestricted
+    # the 32 selected Linears and the 12 LayerNorms, as quanto's own `quantize` with activations takes them
+    assert len(qmodules) == 32 + 12
+    assert sum(isinstance(m, QLayerNorm) for m in qmodules) == 12
     for module in qmodules:
         assert module.input_scale.item() != 1.0 and module.output_scale.item() != 1.0
 
@@ -334,3 +354,61 @@ def test_quanto_static_activations_without_calibrate_fail(whisper):
     quantizer = library_for(parse({"library": "quanto", "activations": "int8"}))
     with pytest.raises(ValueError, match="calibrate"):
         quantizer.quantize(copy.deepcopy(whisper), CPU)
+
+
+def test_quanto_static_trial_is_the_library_called_directly(whisper_window, tmp_path):
+    """The trial's quanto w8a8 model is what optimum-quanto's own calls make of the same model and clips
+    (`quantize` with its default module kinds, `Calibration` over the calibration split in its order, `freeze`):
+    the same quantized modules, the same static scales, and the same transcripts through the trial."""
+    from optimum.quanto import Calibration, QModuleMixin, freeze, quantize
+
+    from sweep.plan import expand
+    from sweep.spec import parse_spec
+    from workers.hardware import probe
+    from workers.models import LoadedModel
+    from workers.trial import WorkerCache, run_trial
+
+    model, processor = whisper_window
+    hardware = probe()
+    spec = parse_spec({
+        "sweep": "quanto-direct", "results": str(tmp_path),
+        "models": [{"name": "tiny-random", "packaged": "whisper-tiny.en"}],
+        "quantization": [{"library": "quanto", "weights": "int8", "activations": "int8",
+                          "calibration_utterances": 3}],
+        "datasets": [{"name": "samples", "source": "samples", "max_utterances": 3}],
+        "hardware": ["local"], "eval": {"threads": 1, "max_new_tokens": MAX_NEW_TOKENS},
+    })
+    (trial,) = expand(spec, hardware.hw_class).trials
+    cache = WorkerCache()
+    cache.models[trial.model] = LoadedModel(model, processor, "whisper", "random", 0.0)
+    cache.baseline_bytes[trial.model] = serialized_bytes(model)
+    outcome = run_trial(trial, hardware, cache)
+    assert outcome.status == "ok", outcome.row.get("error")
+    trial_model = cache.last_quantized[1].deployable.model
+
+    calibration = [u for u in cache.utterances(trial.calibration) if u.audio is not None]
+    clips = [u for u in cache.utterances(trial.dataset) if u.audio is not None]
+    assert len(calibration) == 3 and len(clips) == 3
+
+    def generate(m: nn.Module, audio) -> torch.Tensor:
+        features = processor(audio, sampling_rate=16_000, return_tensors="pt").input_features
+        return m.generate(features, max_new_tokens=MAX_NEW_TOKENS)
+
+    direct = copy.deepcopy(model)
+    quantize(direct, weights="qint8", activations="qint8", exclude=["proj_out"])
+    with torch.no_grad():
+        with Calibration():
+            for u in calibration:
+                generate(direct, u.audio)
+        freeze(direct)
+        direct_texts = {u.utt_id: processor.batch_decode(generate(direct, u.audio), skip_special_tokens=True)[0].strip()
+                        for u in clips}
+
+    def quantized(m: nn.Module) -> dict[str, tuple]:
+        return {name: (type(q).__name__, q.input_scale.item(), q.output_scale.item(), "output" in q._quantize_hooks)
+                for name, q in m.named_modules() if isinstance(q, QModuleMixin)}
+
+    assert quantized(trial_model) == quantized(direct)
+    assert sum(kind == "QLayerNorm" for kind, *_ in quantized(direct).values()) == 12  # the library's default
+    trial_texts = {u["utt_id"]: u["hypothesis"] for u in outcome.utterances}
+    assert trial_texts == direct_texts and all(direct_texts.values())

@@ -7,11 +7,13 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
+from results.queries import connect as connect_results
 from results.store import Store
 from results.synthetic import QUANTIZATIONS, START, trial_row, write_grid
 from sweep.cli import app
@@ -66,7 +68,8 @@ def test_markdown_shows_units_and_marks(results: Path) -> None:
 def test_cross_hardware_csv_and_seed_preset(results: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(run("leaderboard", "--results", str(results), "--format", "csv",
                                                "--view", "cross-hardware"))))
-    assert {"cuda.wer", "cuda.rtf", "x86-cpu.wer", "x86-cpu.model_size_bytes"} <= set(rows[0])
+    cuda, x86 = "cuda · cuda-chip · cuda-host", "x86-cpu · x86-cpu-chip · x86-cpu-host"
+    assert {f"{cuda}.wer", f"{cuda}.rtf", f"{x86}.wer", f"{x86}.model_size_bytes"} <= set(rows[0])
     assert [r["quantization"] for r in rows][0] == "fp32"
     seed = run("leaderboard", "--results", str(results), "--format", "markdown", "--preset", "seed-table")
     assert "| Device/Method | WER clean | CER clean | RTF | Size Red. |" in seed
@@ -112,9 +115,23 @@ def test_query_reads_only_the_results_directory(results: Path, sql: str) -> None
 
 @pytest.mark.parametrize("sql", ["INSTALL httpfs", "LOAD httpfs", "SET enable_external_access = true",
                                  "COPY trials TO '/tmp/out.csv'"])
-def test_query_cannot_change_the_sandbox(results: Path, sql: str) -> None:
+def test_query_takes_one_select_only(results: Path, sql: str) -> None:
     done = CliRunner().invoke(app, ["query", "--results", str(results), sql])
     assert done.exit_code == 2 and "read-only SELECT" in done.stderr
+
+
+@pytest.mark.parametrize("sql", ["SET enable_external_access = true", "SET allowed_directories = ['/']",
+                                 "RESET lock_configuration", "COPY trials TO '{out}/trials.csv'",
+                                 "ATTACH '{out}/other.duckdb' AS other", "CREATE TABLE x AS SELECT * FROM read_csv('{csv}')"])
+def test_the_connection_itself_is_sandboxed(results: Path, tmp_path: Path, sql: str) -> None:
+    """Below the CLI's one-SELECT filter, the DuckDB connection the views live on refuses by itself."""
+    (tmp_path / "data.csv").write_text("a\n1\n")
+    (tmp_path / "out").mkdir()
+    con = connect_results(Store(str(results)))
+    with pytest.raises(duckdb.Error, match="locked|Permission"):
+        con.execute(sql.format(out=tmp_path / "out", csv=tmp_path / "data.csv"))
+    assert not list((tmp_path / "out").iterdir())
+    assert con.execute("SELECT current_setting('enable_external_access')").fetchone() == (False,)
 
 
 def test_query_reads_every_table_of_the_results(results: Path) -> None:

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Another process re-runs every trial of a sweep round after round (each round a newer run of each trial).
 WRITER = """
 import sys
+import workers.metrics  # the metrics' columns, which synthetic rows carry
 from results.store import Store
 from results.synthetic import write_grid
 store = Store(sys.argv[1])

@@ -181,13 +181,14 @@ def test_cross_hardware_and_seed_table_layouts(store: Store) -> None:
     row = dict(zip(clean.columns, next(r for r in clean.rows if r[2] == "hqq-w3-g64")))
     expected = next(r for r in got.values() if (r["dataset"], r["hw_class"], r["quantization"])
                     == ("clean", "cuda", "hqq-w3-g64"))
-    assert row["cuda.wer"] == pytest.approx(expected["wer"]) and row["cuda.rtf"] == pytest.approx(expected["rtf"])
-    assert "arm-cpu.wer" not in row  # no ok run there
+    cuda = "cuda · cuda-chip · cuda-host"  # the leaderboard's `hardware`: class, chip, host group
+    assert row[f"{cuda}.wer"] == pytest.approx(expected["wer"]) and row[f"{cuda}.rtf"] == pytest.approx(expected["rtf"])
+    assert not any(c.startswith("arm-cpu") for c in row)  # no ok run there
     assert clean.rows[0][2] == "fp32"  # the baseline leads
     table = seed_table(con)[0]
-    assert table.columns == ["hw_class", "model", "method", "wer.clean", "wer.other", "cer.clean", "cer.other",
-                             "rtf", "size_reduction"]
-    base = dict(zip(table.columns, next(r for r in table.rows if r[0] == "cuda" and r[2] == "Baseline (fp32)")))
+    assert table.columns == ["hw_class", "hw_chip", "host_group", "model", "method", "wer.clean", "wer.other",
+                             "cer.clean", "cer.other", "rtf", "size_reduction"]
+    base = dict(zip(table.columns, next(r for r in table.rows if r[0] == "cuda" and r[4] == "Baseline (fp32)")))
     runs = [r for r in got.values() if r["hw_class"] == "cuda" and r["is_baseline"]]
     assert base["rtf"] == pytest.approx(sum(r["rtf"] * r["audio_seconds"] for r in runs)
                                         / sum(r["audio_seconds"] for r in runs))

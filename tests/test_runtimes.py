@@ -78,7 +78,11 @@ def test_ggml_q8_0_is_within_two_wer_points_of_torch_fp32(sweep: tuple[Path, dic
     stages = [q8[f"runtime_{s}_s"] for s in ("mel", "sample", "encode", "decode", "batchd", "prompt")]
     assert all(s is not None and s >= 0 for s in stages)
     assert sum(stages) <= q8["rtf"] * q8["audio_seconds"] * 1.001
-    assert q8["peak_mem_kind"] == "rss_hwm_delta_isolated_run" and 0 < q8["peak_mem_bytes"] < 2 << 30
+    # the q8_0 weights are resident while whisper.cpp runs; it needs less than fp32 torch on the same clips
+    # (measured on a 2-core VM: 133 MB, artifact 43.6 MB, torch fp32 236 MB)
+    assert q8["peak_mem_kind"] == "rss_hwm_delta_isolated_run"
+    assert q8["artifact_bytes"] <= q8["peak_mem_bytes"] < fp32["peak_mem_bytes"], (q8["peak_mem_bytes"],
+                                                                                  fp32["peak_mem_bytes"])
     assert q8["quantized_params"] > 0.9 * q8["total_params"]
 
 
@@ -125,7 +129,13 @@ def test_ctranslate2_int8_text_equals_ctranslate2_called_directly(sweep: tuple[P
     row = rows[("whisper-tiny.en", "ct2-int8")]
     assert row["status"] == "ok" and row["runtime"] == "ctranslate2" and row["front_end"] == "transformers"
     # read in the worker from before CTranslate2 opened the artifact to the timed passes' peak; not torch tensors
-    assert row["peak_mem_kind"] == "rss_hwm_delta_open_to_timed" and 0 < row["peak_mem_bytes"] < 2 << 30
+    # from before it opened the int8 artifact: its weights at least, and less than fp32 torch on the same clips
+    # (measured on a 2-core VM: 196 MB, artifact 45.2 MB, torch fp32 236 MB); counting the worker's cached float
+    # model (151 MB) as well would exceed that
+    fp32 = rows[("whisper-tiny.en", "fp32")]
+    assert row["peak_mem_kind"] == "rss_hwm_delta_open_to_timed"
+    assert row["artifact_bytes"] <= row["peak_mem_bytes"] < fp32["peak_mem_bytes"], (row["peak_mem_bytes"],
+                                                                                    fp32["peak_mem_bytes"])
     assert row["model_mem_bytes"] is None
     model = ctranslate2.models.Whisper(str(ct2_int8.path), device="cpu", compute_type="int8", intra_threads=1)
     tokenizer = tiny.processor.tokenizer

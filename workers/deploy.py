@@ -54,7 +54,9 @@ def _calibrator(trial: Trial, device: Device, loaded: LoadedModel, model: torch.
     def calibrate(m: torch.nn.Module) -> None:
         started = time.perf_counter()
         transcriber.use(m)
-        run_pass(transcriber, clips, trial.eval.batch_size)
+        # In the split's order, as a user's loop over it goes: static scales are running averages over the
+        # forward calls (quanto's momentum), so another order gives other scales and other transcripts.
+        run_pass(transcriber, clips, trial.eval.batch_size, in_order=True)
         spent.append(time.perf_counter() - started)
 
     return calibrate

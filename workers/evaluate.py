@@ -129,10 +129,25 @@ class EncoderClock:
             hook.remove()
 
 
-def batches(utterances: Sequence[Utterance], batch_size: int,
-            solo_over_s: float | None = None) -> Iterator[list[Utterance]]:
-    """Short clips sorted by length (less padding in the decoder) in batches; clips over `solo_over_s` one by one."""
+def batches(utterances: Sequence[Utterance], batch_size: int, solo_over_s: float | None = None,
+            in_order: bool = False) -> Iterator[list[Utterance]]:
+    """Short clips sorted by length (less padding in the decoder) in batches, then clips over `solo_over_s`
+    one by one; with `in_order`, every clip where it stands (a clip over `solo_over_s` ends a batch)."""
     limit = float("inf") if solo_over_s is None else solo_over_s
+    if in_order:
+        batch: list[Utterance] = []
+        for u in utterances:
+            solo = u.duration_s > limit
+            if solo and batch:
+                yield batch
+                batch = []
+            batch.append(u)
+            if solo or len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
     short = sorted((u for u in utterances if u.duration_s <= limit), key=lambda u: (u.duration_s, u.utt_id))
     for start in range(0, len(short), batch_size):
         yield short[start : start + batch_size]
@@ -154,9 +169,10 @@ class Pass:
         return self.stages.total_s
 
 
-def run_pass(transcriber: Transcriber, utterances: Sequence[Utterance], batch_size: int) -> Pass:
+def run_pass(transcriber: Transcriber, utterances: Sequence[Utterance], batch_size: int,
+             in_order: bool = False) -> Pass:
     result = Pass()
-    for batch in batches(utterances, batch_size, getattr(transcriber, "solo_over_s", None)):
+    for batch in batches(utterances, batch_size, getattr(transcriber, "solo_over_s", None), in_order):
         texts, times = transcriber.transcribe([u.audio for u in batch])
         for u, text in zip(batch, texts):
             result.texts[u.utt_id] = text

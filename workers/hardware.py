@@ -17,13 +17,34 @@ CHIP_LABEL = "quantsweep/hw-chip"
 SIMULATED_LABEL = "quantsweep/simulated"
 # Machines interchangeable for timing (same instance type, say): baselines may come from any of them.
 HOST_GROUP_LABEL = "quantsweep/host-group"
+# The chip a simulated node stands for (`--chip`): two simulated chips of one class on one machine.
+SIMULATED_CHIP_LABEL = "quantsweep/simulated-chip"
 # The cores a node's trials are pinned to (`--cores`), so the driver can tell whether two nodes share cores.
 CORES_LABEL = "quantsweep/cores"
 # One unit per physical device (a GPU, an Apple SoC, a CPU node's cores): a trial runner holds one for its
 # whole life, so two timed trials never share a device.
 DEVICE_TOKEN = "quantsweep_device"
 CORES_ENV = "QUANTSWEEP_CORES"  # cores a node's trials are pinned to, e.g. "0-3" or "0,2"
-LIBRARIES = ("torch", "transformers", "ray", "torchao", "hqq", "bitsandbytes", "optimum-quanto", "jiwer")
+# Every distribution the workers import (tests/test_reproducibility.py checks the list against their imports):
+# runtimes, quantization libraries, audio decoding, scoring and the hub clients that fetch models and datasets.
+LIBRARIES = ("torch", "transformers", "ray", "torchao", "hqq", "bitsandbytes", "optimum-quanto", "jiwer",
+             "ctranslate2", "pywhispercpp", "datasets", "huggingface-hub", "tokenizers", "numpy", "soundfile", "soxr",
+             "pydantic", "pytest-audioeval", "pyarrow", "onnxruntime", "onnx", "openvino", "nncf", "mlx", "mlx-cpu",
+             "mlx-whisper")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The unit results are compared within: one chip in one host group (machines interchangeable for timing,
+    else the host alone), real or simulated; a row's hw_class, hw_chip, host_group and hw_simulated."""
+
+    hw_class: str
+    hw_chip: str
+    host_group: str
+    hw_simulated: bool
+
+    def as_config(self) -> dict[str, str | bool]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,10 @@ class Hardware:
         if cores:
             labels[CORES_LABEL] = ",".join(map(str, sorted(parse_cores(cores))))
         return labels
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.hw_class, self.chip, self.host_group or self.host, self.simulated)
 
     @property
     def device_name(self) -> str:
@@ -107,27 +132,31 @@ def _memory_bytes() -> int:
         return 0
 
 
-def probe(simulate: str | None = None) -> Hardware:
-    """This node's facts; `simulate` labels it as another class while it still executes on the CPU."""
+def probe(simulate: str | None = None, chip: str | None = None) -> Hardware:
+    """This node's facts; `simulate` labels it as another class while it still executes on the CPU, and `chip`
+    (with `simulate`) names the chip it stands for: a simulated node, even of this machine's own class."""
     import torch
 
+    if chip is not None and (simulate is None or chip != simulated_chip_name(chip)):
+        raise ValueError(f"--chip {chip!r}: give it with --simulate CLASS, in letters, digits and -_. "
+                         f"(e.g. {simulated_chip_name(chip)!r})")
     cpu_model, cpu_flags = _cpuinfo()
     machine = platform.machine().lower()
     cpu_class = "arm-cpu" if machine in ("arm64", "aarch64") or machine.startswith("arm") else "x86-cpu"
     if torch.cuda.is_available():
-        hw_class, chip = "cuda", torch.cuda.get_device_name(0)
+        hw_class, real_chip = "cuda", torch.cuda.get_device_name(0)
     elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        hw_class, chip = "apple", cpu_model or "Apple silicon"
+        hw_class, real_chip = "apple", cpu_model or "Apple silicon"
     else:
-        hw_class, chip = cpu_class, cpu_model
-    simulated = simulate is not None and simulate != hw_class
+        hw_class, real_chip = cpu_class, cpu_model
+    simulated = simulate is not None and (simulate != hw_class or chip is not None)
     if simulated:
         if simulate not in HW_CLASSES:
             raise ValueError(f"cannot simulate {simulate!r}: classes are {', '.join(HW_CLASSES)}")
-        hw_class, chip = simulate, f"simulated {simulate} on {cpu_model}"
+        hw_class, real_chip = simulate, f"simulated {chip or simulate} on {cpu_model}"
     return Hardware(
         hw_class=hw_class,
-        chip=chip,
+        chip=real_chip,
         isa_flags=tuple(f for f in ISA_FLAGS if f in cpu_flags),
         memory_bytes=_memory_bytes(),
         cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
@@ -135,6 +164,24 @@ def probe(simulate: str | None = None) -> Hardware:
         versions=library_versions(),
         simulated=simulated,
     )
+
+
+def simulated_chip_name(chip: str) -> str:
+    """A `--chip` name as a node label can carry it."""
+    return _label_value(chip)
+
+
+def node_hardware(labels: dict[str, str]) -> Hardware:
+    """What a process on a labelled node is: this machine, or the class and chip the node's labels simulate."""
+    def label(key: str, default: str | None) -> str | None:
+        value = labels.get(key, default)
+        return value[0] if isinstance(value, list) else value  # some Ray versions give label values as lists
+
+    real = probe()
+    labelled, chip = label(CLASS_LABEL, real.hw_class), label(SIMULATED_CHIP_LABEL, None)
+    if labelled == real.hw_class and chip is None:
+        return real
+    return probe(simulate=labelled, chip=chip)
 
 
 def parse_cores(spec: str) -> set[int]:

@@ -1,18 +1,21 @@
 """Process memory room: the instruments of the memory metric (workers/metrics/memory.py), also read by runtimes
 that measure in their own child: the resident set and its high-water mark, glibc's allocator settings, the
 bytes of a model's tensors, and the GPU allocators' peaks.
+
+Every CPU figure needs Linux's /proc: the resident set now (VmRSS) and a high-water mark that can be reset
+(VmHWM, clear_refs). Elsewhere (macOS) there is no figure, only the reason: getrusage's ru_maxrss is the peak
+since the process began, and a delta of two of them reads about zero once an earlier round peaked higher.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import resource
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -22,7 +25,9 @@ CPU_KIND = "rss_hwm_delta_isolated"  # VmHWM during inference - VmRSS before the
 TORCH_INLINE_KIND = "tensors_plus_rss_hwm_timed_delta"
 # VmHWM of the timed passes - VmRSS before the runtime opened its artifact, in the worker
 RUNTIME_INLINE_KIND = "rss_hwm_delta_open_to_timed"
-NO_RESET_REASON = "the resident-set high-water mark cannot be reset on this platform (no /proc/self/clear_refs)"
+NO_RESET_REASON = ("the resident-set high-water mark cannot be reset on this platform (no /proc/self/clear_refs; "
+                   "getrusage's ru_maxrss only grows): not measured")
+PROC_SELF = Path("/proc/self")  # where Linux shows this process's memory
 # A runtime evaluated in an isolated child (whisper.cpp): VmHWM over its load and whole evaluation - VmRSS
 # after its code was imported
 ISOLATED_RUN_KIND = "rss_hwm_delta_isolated_run"
@@ -33,7 +38,7 @@ MPS_SAMPLE_S = 0.002
 
 def _status_bytes(field: str) -> int | None:
     try:
-        with open("/proc/self/status") as f:
+        with open(PROC_SELF / "status") as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
@@ -42,15 +47,9 @@ def _status_bytes(field: str) -> int | None:
     return None
 
 
-def rss_bytes() -> int:
-    """The resident set now (Linux); elsewhere the peak so far, the best the platform tells."""
-    current = _status_bytes("VmRSS")
-    return current if current is not None else _maxrss()
-
-
-def _maxrss() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
+def rss_bytes() -> int | None:
+    """The resident set now (Linux); None where the platform does not tell."""
+    return _status_bytes("VmRSS")
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -87,16 +86,16 @@ def release_freed_memory() -> None:
 def reset_rss_peak() -> bool:
     """Linux resets VmHWM to the current RSS when "5" is written to clear_refs; False where it cannot."""
     try:
-        with open("/proc/self/clear_refs", "w") as f:
+        with open(PROC_SELF / "clear_refs", "w") as f:
             f.write("5")
     except OSError:
         return False
     return True
 
 
-def rss_peak() -> int:
-    peak = _status_bytes("VmHWM")
-    return peak if peak is not None else _maxrss()
+def rss_peak() -> int | None:
+    """The resident set's high-water mark since the last reset (Linux); None where the platform does not tell."""
+    return _status_bytes("VmHWM")
 
 
 def _tensor_storages(tensor: torch.Tensor) -> Iterator[torch.Tensor]:
@@ -143,47 +142,103 @@ def _flatten(value: Any) -> Iterator[Any]:
         yield value
 
 
-@contextmanager
-def device_peak(device: str, allocated_before: int, result: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Peak memory of the block on a GPU, above `allocated_before` (what was allocated before the model existed),
-    into `result` as the block ends."""
-    if device.startswith("cuda"):
+class Allocator(Protocol):
+    """A GPU allocator's counters, as torch shows them: bytes held for tensors now, and (where it keeps one) the
+    peak since a reset. Tests stand a simulated allocator in for a device this machine lacks."""
+
+    kind: str  # the peak_mem_kind of a figure read from it
+    has_peak: bool  # False: no peak counter, so device_peak samples `allocated` while the block runs
+
+    def synchronize(self) -> None: ...
+
+    def allocated(self) -> int: ...
+
+    def reset_peak(self) -> None: ...
+
+    def peak(self) -> int: ...
+
+
+class CudaAllocator:
+    kind, has_peak = CUDA_KIND, True
+
+    def synchronize(self) -> None:
         torch.cuda.synchronize()
+
+    def allocated(self) -> int:
+        return int(torch.cuda.memory_allocated())
+
+    def reset_peak(self) -> None:
         torch.cuda.reset_peak_memory_stats()
+
+    def peak(self) -> int:
+        return int(torch.cuda.max_memory_allocated())
+
+
+class MpsAllocator:
+    kind, has_peak = MPS_KIND, False  # torch.mps has no peak counter
+
+    def synchronize(self) -> None:
+        torch.mps.synchronize()
+
+    def allocated(self) -> int:
+        return int(torch.mps.current_allocated_memory())
+
+    def reset_peak(self) -> None:
+        raise NotImplementedError("torch.mps keeps no peak")
+
+    def peak(self) -> int:
+        raise NotImplementedError("torch.mps keeps no peak")
+
+
+def allocator_for(device: str) -> Allocator:
+    if device.startswith("cuda"):
+        return CudaAllocator()
+    if device == "mps":
+        return MpsAllocator()
+    raise ValueError(f"{device}: CPU memory is measured from the resident set, not by a device allocator")
+
+
+@contextmanager
+def device_peak(device: str, allocated_before: int, result: dict[str, Any],
+                allocator: Allocator | None = None) -> Iterator[dict[str, Any]]:
+    """Peak memory of the block on a GPU, above `allocated_before` (what was allocated before the model existed),
+    into `result` as the block ends: the allocator's own peak counter, reset when the block begins; without one,
+    its allocation sampled every MPS_SAMPLE_S while the block runs."""
+    allocator = allocator or allocator_for(device)
+    if allocator.has_peak:
+        allocator.synchronize()
+        allocator.reset_peak()
         yield result
-        torch.cuda.synchronize()
-        result.update(peak_mem_bytes=int(torch.cuda.max_memory_allocated()) - allocated_before, peak_mem_kind=CUDA_KIND)
-    elif device == "mps":
-        peak = [torch.mps.current_allocated_memory()]
-        done = threading.Event()
+        allocator.synchronize()
+        result.update(peak_mem_bytes=allocator.peak() - allocated_before, peak_mem_kind=allocator.kind)
+        return
+    peak = [allocator.allocated()]
+    done = threading.Event()
 
-        def sample() -> None:  # torch.mps has no peak counter: sample the allocation while the block runs
-            while not done.is_set():
-                peak[0] = max(peak[0], torch.mps.current_allocated_memory())
-                time.sleep(MPS_SAMPLE_S)
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], allocator.allocated())
+            time.sleep(MPS_SAMPLE_S)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        try:
-            yield result
-        finally:
-            torch.mps.synchronize()
-            done.set()
-            sampler.join()
-        peak[0] = max(peak[0], torch.mps.current_allocated_memory())
-        result.update(peak_mem_bytes=peak[0] - allocated_before, peak_mem_kind=MPS_KIND)
-    else:
-        raise ValueError(f"{device}: CPU memory is measured in an isolated child, not in the worker")
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield result
+    finally:
+        allocator.synchronize()
+        done.set()
+        sampler.join()
+    peak[0] = max(peak[0], allocator.allocated())
+    result.update(peak_mem_bytes=peak[0] - allocated_before, peak_mem_kind=allocator.kind)
 
 
 def allocated(device: str) -> int:
     """Bytes the device's allocator holds for tensors now (0 on the CPU, which is measured otherwise)."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        return int(torch.cuda.memory_allocated())
-    if device == "mps":
-        return int(torch.mps.current_allocated_memory())
-    return 0
+    if device == "cpu":
+        return 0
+    allocator = allocator_for(device)
+    allocator.synchronize()
+    return allocator.allocated()
 
 
 class InlineMemory:

@@ -18,11 +18,12 @@ import torch
 
 from workers.backends import QuantizationConfig, library_for, runtime_of
 from workers.backends.base import Artifact, Deployable, QuantizedModel, Target
+from workers.dataset_content import evaluated_hash
 from workers.datasets import DatasetConfig, Utterance, load_utterances
 from workers.deploy import eval_config, quantize
 from workers.device import Device
 from workers.evaluate import EvalConfig, serialized_bytes
-from workers.hardware import Hardware
+from workers.hardware import Hardware, Placement
 from workers.logs import TrialLog, captured
 from workers.metrics import TRACKERS, not_measured, setting
 from workers.metrics.base import Tracker, TrialContext
@@ -31,6 +32,7 @@ from workers.models import LoadedModel, ModelConfig, load_model
 from workers.rungs import Kept, Rung
 
 TRACEBACK_LINES = 12
+PACKAGE_MISSING = "PackageMissing"  # error_type of an `unsupported` row whose node lacked the library's package
 QUANTSWEEP_VERSION = importlib.metadata.version("quantsweep")
 
 
@@ -48,6 +50,7 @@ class Trial:
     config: str
     calibration: DatasetConfig | None = None
     rung: Rung | None = None  # (issue 14) an adaptive race's rung: score only its chunk of the dataset
+    placement: Placement | None = None  # pinned to this chip and host group (a baseline); None: any node of `hardware`
 
     def describe(self) -> dict[str, Any]:
         """The trials-table columns that say what was run (known before it runs)."""
@@ -64,7 +67,7 @@ class Trial:
             **described.__dict__,
             "calibration_dataset": self.calibration.name if self.calibration else None,
             "calibration_utterances": self.calibration.max_utterances if self.calibration else None,
-            "dataset": self.dataset.name, "language": self.dataset.language,
+            "dataset": self.dataset.name, "dataset_revision": self.dataset.revision, "language": self.dataset.language,
             "batch_size": self.eval.batch_size, "num_beams": self.eval.num_beams,
             "timing_repeats": self.eval.timing_repeats, "hw_class": self.hardware,
         }
@@ -106,6 +109,7 @@ class WorkerCache:
     models: dict[ModelConfig, LoadedModel] = field(default_factory=dict)
     baseline_bytes: dict[ModelConfig, int] = field(default_factory=dict)
     datasets: dict[DatasetConfig, list[Utterance]] = field(default_factory=dict)
+    hashes: dict[DatasetConfig, str] = field(default_factory=dict)  # dataset_hash of each decoded dataset
     # The last deployable: trials of one quantization on several datasets quantize once (one kept, for memory).
     last_quantized: tuple[tuple, Quantized] | None = None
     # what metrics keep between this worker's trials, by metric name (e.g. drift's float references)
@@ -143,6 +147,12 @@ class WorkerCache:
             self.datasets[config] = load_utterances(config)
         return self.datasets[config]
 
+    def dataset_hash(self, config: DatasetConfig) -> str:
+        """The evaluated content's hash (workers/dataset_content.py), once per dataset."""
+        if config not in self.hashes:
+            self.hashes[config] = evaluated_hash(self.utterances(config))
+        return self.hashes[config]
+
 
 def run_trial(trial: Trial, hardware: Hardware, cache: WorkerCache, exclusive: bool = True,
               runners_on_node: int = 1) -> TrialOutcome:
@@ -164,10 +174,12 @@ def run_trial(trial: Trial, hardware: Hardware, cache: WorkerCache, exclusive: b
     with captured(log):
         try:
             quantizer = library_for(trial.quantization)
-            reason = (quantizer.supports(device) or quantizer.missing() or quantizer.supports_model(trial.model)
+            missing = quantizer.missing()
+            reason = (quantizer.supports(device) or missing or quantizer.supports_model(trial.model)
                       or (trial.model.family and quantizer.supports_family(trial.model.family)))
             if reason:
-                row.update(status="unsupported", error=reason)
+                # a package missing on this node is no verdict on the library: resume plans the trial again
+                row.update(status="unsupported", error=reason, error_type=PACKAGE_MISSING if reason == missing else None)
             else:
                 utterance_rows = _measure(trial, hardware, cache, row, log)
                 row["status"] = "ok"
@@ -203,7 +215,8 @@ def _measure(trial: Trial, hardware: Hardware, cache: WorkerCache, row: dict[str
                    race_dataset_audio_s=sum(u.duration_s for u in utterances if u.audio is not None))
         utterances = trial.rung.chunk(utterances)
     calibration = cache.utterances(trial.calibration) if trial.calibration else None
-    row.update(load_s=loaded.load_s, model_reused=reused, baseline_size_bytes=cache.baseline_bytes[trial.model])
+    row.update(load_s=loaded.load_s, model_reused=reused, baseline_size_bytes=cache.baseline_bytes[trial.model],
+               model_revision=loaded.revision, dataset_hash=cache.dataset_hash(trial.dataset))
     kept, row["quantized_reused"] = cache.quantized(trial, device, lambda: quantize(trial, device, loaded, calibration))
     deployable = kept.deployable
     row.update(quantize_s=kept.quantize_s, family=loaded.family)

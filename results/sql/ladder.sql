@@ -1,6 +1,7 @@
--- ladder: per model, hardware class and dataset, the quantizations ordered by RTF (fastest first), whatever
--- runtime ran them, with their size and WER; and (seed 000) how many transcripts are the same as the torch fp32
--- baseline's: byte for byte (identical_raw_rate) and after the scoring normalizer (identical_normalized_rate).
+-- ladder: per model, hardware (class, chip and host group) and dataset, the quantizations ordered by RTF
+-- (fastest first), whatever runtime ran them, with their size and WER; and (seed 000) how many transcripts are
+-- the same as their chip's torch fp32 baseline's: byte for byte (identical_raw_rate) and after the scoring
+-- normalizer (identical_normalized_rate).
 CREATE OR REPLACE VIEW ladder AS
 WITH identity AS (
     SELECT l.sweep, l.trial_id,
@@ -13,8 +14,8 @@ WITH identity AS (
     WHERE a.error IS NULL AND b.error IS NULL
     GROUP BY l.sweep, l.trial_id
 )
-SELECT model, hw_class, dataset,
-       row_number() OVER (PARTITION BY model, hw_class, dataset ORDER BY rtf, quantization) AS step,
+SELECT model, hw_class, hw_chip, host_group, hardware, dataset,
+       row_number() OVER (PARTITION BY model, hw_class, hw_chip, host_group, dataset ORDER BY rtf, quantization) AS step,
        quantization, library, scheme, weight_bits, runtime, rtf, rtf_cv, timing_noisy, speedup, latency_p50_s,
        wer, delta_wer, delta_wer_p, significant, identical_rate, i.identical_raw_rate, i.identical_normalized_rate,
        model_size_bytes, artifact_bytes, size_reduction, on_pareto_rtf, is_baseline,

@@ -1,7 +1,8 @@
--- leaderboard: per dataset and hardware class, scored ok runs ranked by WER, with their trade-offs against
--- the fp32 baseline, the bootstrap statistics (NULL until cached), timing spread and the Pareto fronts
--- (WER vs size, WER vs RTF; a run is on a front if no other run of its class and dataset is at least as
--- good on both axes and better on one).
+-- leaderboard: per dataset and hardware (class, then chip and host group: two chips of one class are two
+-- machines to compare, never one ranking), scored ok runs ranked by WER, with their trade-offs against the
+-- fp32 baseline of their own chip and host group, the bootstrap statistics (NULL until cached), timing spread
+-- and the Pareto fronts (WER vs size, WER vs RTF; a run is on a front if no other run of its hardware and
+-- dataset is at least as good on both axes and better on one). `hardware` names the partition for people.
 -- {metric_columns} / {t.metric_columns}: every metric's own columns (workers/metrics), filled in by results/queries.py.
 CREATE OR REPLACE VIEW leaderboard AS
 WITH board AS (
@@ -24,7 +25,8 @@ WITH board AS (
         {t.metric_columns}
         t.library = 'none' AND t.scheme = 'fp32' AS is_baseline,
         t.n_utterances, x.n_paired, s.ref_words, t.audio_seconds, s.scoring, s.normalizer,
-        t.threads, t.batch_size, t.hw_chip, t.host, t.sweep, t.trial_id, t.run_id,
+        t.threads, t.batch_size, t.hw_chip, coalesce(t.host_group, t.host) AS host_group, t.host,
+        t.sweep, t.trial_id, t.run_id,
         b.baseline_trial_id, b.baseline_run_id, b.baseline_wer,
         -- (issue 15) cost: the user's price of an hour of the machine x RTF (compute hours per audio hour);
         -- cores: the threads a CPU trial computed with x RTF (NULL on GPUs)
@@ -43,25 +45,28 @@ WITH board AS (
 axes AS (  -- dense ranks along each axis, so "strictly smaller" is a window frame ending one rank before
     SELECT *,
         CASE WHEN wer IS NOT NULL AND model_size_bytes IS NOT NULL THEN dense_rank() OVER (
-            PARTITION BY hw_class, dataset, wer IS NULL OR model_size_bytes IS NULL ORDER BY model_size_bytes) END AS size_step,
+            PARTITION BY hw_class, hw_chip, host_group, dataset, wer IS NULL OR model_size_bytes IS NULL
+            ORDER BY model_size_bytes) END AS size_step,
         CASE WHEN wer IS NOT NULL AND rtf IS NOT NULL THEN dense_rank() OVER (
-            PARTITION BY hw_class, dataset, wer IS NULL OR rtf IS NULL ORDER BY rtf) END AS rtf_step
+            PARTITION BY hw_class, hw_chip, host_group, dataset, wer IS NULL OR rtf IS NULL ORDER BY rtf) END AS rtf_step
     FROM board
 ),
 fronts AS (
     SELECT *,
-        min(wer) OVER (PARTITION BY hw_class, dataset, size_step IS NULL ORDER BY size_step
+        min(wer) OVER (PARTITION BY hw_class, hw_chip, host_group, dataset, size_step IS NULL ORDER BY size_step
                        RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS best_wer_smaller,
-        min(wer) OVER (PARTITION BY hw_class, dataset, size_step) AS best_wer_same_size,
-        min(wer) OVER (PARTITION BY hw_class, dataset, rtf_step IS NULL ORDER BY rtf_step
+        min(wer) OVER (PARTITION BY hw_class, hw_chip, host_group, dataset, size_step) AS best_wer_same_size,
+        min(wer) OVER (PARTITION BY hw_class, hw_chip, host_group, dataset, rtf_step IS NULL ORDER BY rtf_step
                        RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS best_wer_faster,
-        min(wer) OVER (PARTITION BY hw_class, dataset, rtf_step) AS best_wer_same_rtf
+        min(wer) OVER (PARTITION BY hw_class, hw_chip, host_group, dataset, rtf_step) AS best_wer_same_rtf
     FROM axes
 )
 SELECT
-    dataset, hw_class, model, quantization, library, scheme, weight_bits, act_bits, granularity, group_size,
+    dataset, hw_class, hw_chip, host_group,
+    hw_class || ' · ' || coalesce(hw_chip, '?') || ' · ' || coalesce(host_group, '?') AS hardware,
+    model, quantization, library, scheme, weight_bits, act_bits, granularity, group_size,
     dynamic,
-    rank() OVER (PARTITION BY dataset, hw_class ORDER BY wer, cer) AS rank,
+    rank() OVER (PARTITION BY dataset, hw_class, hw_chip, host_group ORDER BY wer, cer) AS rank,
     wer, wer_ci_low, wer_ci_high, cer, delta_wer, delta_wer_ci_low, delta_wer_ci_high, delta_wer_p, significant,
     qoi, meets_99pct, identical_rate, rtf, rtf_cv, latency_p50_s, latency_p90_s, latency_cv, timing_exclusive,
     timing_noisy, timing_repeats, speedup, model_size_bytes, baseline_size_bytes, size_reduction,
@@ -73,7 +78,7 @@ SELECT
              AND wer <= best_wer_same_rtf, false) AS on_pareto_rtf,
     on_pareto_size OR on_pareto_rtf AS on_pareto,
     is_baseline, n_utterances, n_paired, ref_words, audio_seconds, scoring, normalizer, threads, batch_size,
-    hw_chip, host, hw_simulated,
+    host, hw_simulated,
     price_per_hour, currency, cost_per_audio_hour, core_hours_per_audio_hour, runtime_device, decoder_loop,
     sweep, trial_id, run_id, baseline_trial_id, baseline_run_id, baseline_wer
 FROM fronts;

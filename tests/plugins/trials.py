@@ -1,11 +1,12 @@
 """Test plugin: a small random Whisper family, a no-op family, and a `probe` quantizer that sleeps, hangs or crashes.
 
 `tiny-whisper` is a randomly initialised 2-layer Whisper with tiny.en's real tokenizer and feature extractor:
-real transformers code and real quantizers, fast enough for multi-node tests. `noop` transcribes nothing
+real transformers code and real quantizers, fast enough for multi-node tests (a `probe` copy of it sleeps). `noop` transcribes nothing
 in no time, for measuring the scheduler itself.
 """
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import signal
@@ -23,9 +24,23 @@ from workers.models import ModelConfig
 from workers.models.families import FAMILIES, Whisper
 from workers.backends import register
 from workers.backends.base import Calibrate, Description, QuantConfig, QuantizedModel, Quantizer, count_params
+from workers.models.whisper import WhisperTranscriber
+
+
+class SleepyWhisperTranscriber(WhisperTranscriber):
+    """Whisper's transcriber; a probe-quantized model first sleeps its `probe_sleep_s` per batch (outside the
+    stage timers), so that trials last long enough for every runner of a class to take some."""
+
+    def transcribe(self, audios: list[np.ndarray]) -> tuple[list[str], StageTimes]:
+        time.sleep(getattr(self.model, "probe_sleep_s", 0.0))
+        return super().transcribe(audios)
 
 
 class TinyWhisper(Whisper):
+    def transcriber(self, model: nn.Module, processor: Any, device: str, config: EvalConfig,
+                    language: str) -> SleepyWhisperTranscriber:
+        return SleepyWhisperTranscriber(model, processor, device, config, language)
+
     def locate(self, config: ModelConfig) -> str:
         return super().locate(config.model_copy(update={"family": "whisper"}))
 
@@ -34,8 +49,8 @@ class TinyWhisper(Whisper):
 
         torch.manual_seed(0)
         config = WhisperConfig(vocab_size=51864, d_model=64, encoder_layers=2, decoder_layers=2,
-                               encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128,
-                               decoder_ffn_dim=128, max_source_positions=1500, max_target_positions=448,
+                               encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=256,
+                               decoder_ffn_dim=256, max_source_positions=1500, max_target_positions=448,
                                decoder_start_token_id=50257, eos_token_id=50256, pad_token_id=50256)
         model = WhisperForConditionalGeneration(config)
         model.generation_config = GenerationConfig.from_pretrained(path)
@@ -82,6 +97,7 @@ class ProbeConfig(QuantConfig):
     crash_on: str = Field("*", description="only crash on nodes of this hardware class")
     # isolated-child: only where the model is quantized again in an isolated child (eval.memory: isolated)
     crash_in: Literal["trial", "isolated-child"] = "trial"
+    needs_package: str | None = Field(None, description="a module the node must have, as a library's package")
 
     def describe(self) -> Description:
         return Description("probe")
@@ -95,6 +111,12 @@ class ProbeQuantizer(Quantizer):
     library: ClassVar[str] = "probe"
     config_type: ClassVar[type[QuantConfig]] = ProbeConfig
     config: ProbeConfig
+
+    def missing(self) -> str | None:
+        package = self.config.needs_package
+        if package and importlib.util.find_spec(package) is None:
+            return f"{package} is not installed on this node"
+        return None
 
     def quantize(self, model: nn.Module, device: Device, calibrate: Calibrate | None = None) -> QuantizedModel:
         cfg = self.config

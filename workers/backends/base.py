@@ -186,9 +186,14 @@ class Library(ABC):
 
     def supports_family(self, family: str) -> str | None:
         """None when the library runs on models of this family (workers.models.families), else the reason."""
-        if self.families is not None and family not in self.families:
-            return f"{self.library} runs {' and '.join(self.families)} models only, not {family}"
-        return None
+        from workers.models.families import FAMILIES
+
+        if self.families is None or family in self.families:
+            return None
+        # a registered variant of a family it runs (a plugin's subclass, e.g. a randomly initialised Whisper) is that family
+        if family in FAMILIES and any(isinstance(FAMILIES[family], type(FAMILIES[f])) for f in self.families if f in FAMILIES):
+            return None
+        return f"{self.library} runs {' and '.join(self.families)} models only, not {family}"
 
     def supports_model(self, model: ModelConfig) -> str | None:
         """None when the scheme fits the model's shapes, else the reason it does not."""

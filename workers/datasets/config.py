@@ -53,6 +53,11 @@ class DatasetConfig(BaseModel):
         None, exclude_if=lambda v: v is None,
         description="'hf' only: the dataset's configuration (load_dataset's `name`), e.g. 'clean' or 'ami'."
     )
+    revision: str | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="'hf' only: the branch, tag or commit of the hub dataset to read (load_dataset's `revision`); "
+        "rows record it (dataset_revision)."
+    )
     streaming: bool = Field(
         False, exclude_if=lambda v: v is False,
         description="'hf' only: stream rows instead of downloading the split; with max_utterances the first N "
@@ -104,7 +109,7 @@ class DatasetConfig(BaseModel):
         hf_columns = sorted({"text_column", "audio_column"} & self.model_fields_set)
         if hf_columns and self.source not in HF_SOURCES:
             raise ValueError(f"{hf_columns[0]}: only sources 'hf_disk' and 'hf' have columns, not {self.source!r}")
-        hub_fields = sorted({"subset", "streaming"} & self.model_fields_set)
+        hub_fields = sorted({"subset", "streaming", "revision"} & self.model_fields_set)
         if hub_fields and self.source != "hf":
             raise ValueError(f"{hub_fields[0]}: only source 'hf' has it, not {self.source!r}")
         if self.source == "hf" and self.split is None:

@@ -116,7 +116,8 @@ def hf_loaded(config: DatasetConfig) -> Any:
 
     local = Path(config.path).expanduser().is_dir()
     try:
-        return datasets.load_dataset(config.path, config.subset, split=config.split, streaming=config.streaming)
+        return datasets.load_dataset(config.path, config.subset, split=config.split, streaming=config.streaming,
+                                     revision=config.revision)
     except ValueError as error:
         message = str(error)
         if "Unknown split" in message or "Bad split" in message:
@@ -140,7 +141,7 @@ def check_reachable(config: DatasetConfig) -> None:
     import datasets
 
     try:
-        datasets.load_dataset_builder(config.path, config.subset)
+        datasets.load_dataset_builder(config.path, config.subset, revision=config.revision)
     except (ConnectionError, FileNotFoundError) as error:
         raise DatasetError(f"dataset {config.name!r}: path: hub dataset {config.path!r} is unreachable "
                            f"(no network or HF_HUB_OFFLINE=1) and not in the local cache ({error})") from None
@@ -150,7 +151,7 @@ def hf_split_names(config: DatasetConfig) -> list[str]:
     import datasets
 
     # Streaming resolves the data files per split without downloading them.
-    return sorted(datasets.load_dataset(config.path, config.subset, streaming=True))
+    return sorted(datasets.load_dataset(config.path, config.subset, streaming=True, revision=config.revision))
 
 
 def hf_column_names(rows: Any) -> list[str]:

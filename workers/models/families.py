@@ -62,14 +62,18 @@ def checkpoint_config(config: ModelConfig) -> dict[str, Any]:
         return json.loads(file.read_text())
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    cached = try_to_load_from_cache(config.hub, "config.json")
+    cached = try_to_load_from_cache(config.hub, "config.json", revision=config.revision)
     if isinstance(cached, str):
         return json.loads(Path(cached).read_text())
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
         raise hub_unreachable(config)
     try:
-        return json.loads(Path(hf_hub_download(config.hub, "config.json")).read_text())
+        return json.loads(Path(hf_hub_download(config.hub, "config.json", revision=config.revision)).read_text())
     except OSError as error:  # connection errors and missing repos alike
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        if isinstance(error, (LocalEntryNotFoundError, ConnectionError)):  # no network: the hub is unreachable
+            raise hub_unreachable(config, type(error).__name__) from None
         raise ModelUnavailable(f"model {config.name!r}: cannot read config.json of hub model {config.hub!r}: "
                                f"{type(error).__name__}") from None
 

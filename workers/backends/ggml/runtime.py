@@ -22,10 +22,9 @@ import pyarrow as pa
 from workers.datasets import Utterance
 from workers.evaluate import Evaluation, StageTimes, evaluate
 from workers.isolation import run_isolated
-from workers.process_memory import (ISOLATED_RUN_KIND, fix_mmap_threshold, release_freed_memory, reset_rss_peak, rss_bytes,
-                            rss_peak)
-from workers.backends.base import Artifact
-from workers.backends.base import OnTimed, Target
+from workers.process_memory import (ISOLATED_RUN_KIND, NO_RESET_REASON, fix_mmap_threshold, release_freed_memory,
+                                    reset_rss_peak, rss_bytes, rss_peak)
+from workers.backends.base import Artifact, OnTimed, Target
 
 if TYPE_CHECKING:
     from workers.models import LoadedModel
@@ -109,7 +108,7 @@ def evaluate_in_child(path: str, target: Target, utterances: Sequence[Utterance]
     fix_mmap_threshold()
     release_freed_memory()
     start_rss = rss_bytes()
-    reset_rss_peak()
+    resettable = reset_rss_peak()
     timed: dict[str, dt.datetime] = {}
 
     def on_timed(starting: bool) -> None:
@@ -117,8 +116,9 @@ def evaluate_in_child(path: str, target: Target, utterances: Sequence[Utterance]
 
     transcriber = WhisperCppTranscriber(path, target)
     evaluation = evaluate(transcriber, utterances, target.config, on_timed)
-    evaluation.columns.update(timed, runtime_load_s=transcriber.load_s, peak_mem_bytes=rss_peak() - start_rss,
-                              peak_mem_kind=ISOLATED_RUN_KIND)
+    memory = ({"peak_mem_bytes": rss_peak() - start_rss, "peak_mem_kind": ISOLATED_RUN_KIND} if resettable
+              else {"peak_mem_null_reason": NO_RESET_REASON})
+    evaluation.columns.update(timed, runtime_load_s=transcriber.load_s, **memory)
     return evaluation
 
 

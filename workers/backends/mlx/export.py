@@ -72,8 +72,10 @@ class MlxExporter(Exporter):
         return None
 
     def supports(self, device: Device) -> str | None:
+        # Decided per class: Apple nodes compute on Metal; CPU nodes with the mlx-cpu build (rows say so).
         if device.torch_device.startswith("cuda"):
-            return "mlx runs on Apple silicon (Metal) and, as the mlx-cpu build, on CPUs; not on CUDA here"
+            return ("mlx runs on Apple silicon (Metal) and, as the mlx-cpu build, on CPUs; its CUDA build "
+                    "(mlx[cuda]) is not one this backend installs or drives")
         return None
 
     def export(self, loaded: LoadedModel, workdir: Path, calibration: Calibration | None = None) -> Artifact:
@@ -102,7 +104,7 @@ class MlxExporter(Exporter):
         model.load_weights(weights, strict=False)
         nn.quantize(model, group_size=self.config.group_size, bits=self.config.weight_bits)
         quantized = [m for _, m in model.named_modules() if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))]
-        params = sum(m.weight.size * 32 // self.config.bits for m in quantized)  # packed into uint32
+        params = sum(m.weight.size * 32 // self.config.weight_bits for m in quantized)  # packed into uint32
         mx.save_safetensors(str(out / "weights.safetensors"), dict(tree_flatten(model.parameters())))
         (out / "config.json").write_text(json.dumps(
             {**dims, "model_type": "whisper",

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = "whisper-graphs-2"  # bump when whisper_graphs or the export settings change
+EXPORT_VERSION = "whisper-graphs-3"  # bump when whisper_graphs or the export settings change
 GRAPHS = ("encoder", "decoder")
 OPSET = 17
 # ISA flags with int8 dot products that do not saturate u8s8 (ONNX Runtime's quantization docs: reduce_range
@@ -68,6 +68,38 @@ def _export(loaded: LoadedModel, out: Path) -> None:
                                         "present_keys": {1: "batch", 3: "total"},
                                         "present_values": {1: "batch", 3: "total"}},
                           opset_version=OPSET, dynamo=False)
+    tie_output_projection(out / "decoder.onnx")
+
+
+def tie_output_projection(path: Path) -> None:
+    """Whisper's output projection as Gemm(hidden, embedding, transB=1) over the token embedding itself.
+
+    The TorchScript exporter folds the embedding's transpose into a second initializer (80 MB of tiny.en's
+    fp32 decoder, twice) read by a MatMul, which ONNX Runtime's quantizers would then quantize; the Gemm reads
+    the one tensor the Gather reads, and the quantizers (MatMul only) leave it float, as the torch libraries
+    leave `proj_out`."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    embedding = next(n.input[0] for n in graph.node if n.op_type == "Gather" and n.input[0] in initializers)
+    table = numpy_helper.to_array(initializers[embedding])
+    for index, node in enumerate(graph.node):
+        if node.op_type != "MatMul" or node.input[1] not in initializers:
+            continue
+        weight = initializers[node.input[1]]
+        if tuple(weight.dims) == table.shape[::-1] and np.array_equal(numpy_helper.to_array(weight), table.T):
+            graph.node.remove(node)
+            graph.node.insert(index, helper.make_node("Gemm", [node.input[0], embedding], list(node.output),
+                                                      name="/proj_out/Gemm", transB=1))
+            graph.initializer.remove(weight)
+            break
+    else:
+        raise ValueError(f"{path}: no MatMul over the transposed token embedding (the output projection)")
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def default_reduce_range(isa_flags: tuple[str, ...]) -> bool:
@@ -136,8 +168,16 @@ class OnnxRuntimeExporter(Exporter):
         return None
 
     def supports(self, device: Device) -> str | None:
+        # Decided per class: x86 and Arm CPUs run the CPU execution provider. CUDA's provider is another wheel
+        # (onnxruntime-gpu) and would need the caches bound on the GPU (IO binding) to time the GPU; an Apple
+        # node's class stands for its GPU, which ONNX Runtime reaches only through CoreML, whose provider takes
+        # static shapes and would hand these growing-cache graphs back to the CPU.
+        if device.torch_device.startswith("cuda"):
+            return ("onnxruntime here runs the CPU execution provider; CUDA's is in the onnxruntime-gpu wheel, "
+                    "which this backend does not install or drive")
         if device.torch_device != "cpu":
-            return f"this onnxruntime backend runs the CPU execution provider only, not {device.torch_device}"
+            return (f"onnxruntime has no {device.torch_device} execution provider (CoreML's takes static shapes, "
+                    "not these graphs' growing caches); this backend runs the CPU execution provider")
         return None
 
     def export(self, loaded: LoadedModel, workdir: Path, calibration: Calibration | None = None) -> Artifact:

@@ -97,8 +97,13 @@ class OpenVinoExporter(Exporter):
         return None
 
     def supports(self, device: Device) -> str | None:
+        # Decided per class: OpenVINO's CPU plugin runs on x86 and Arm CPUs. It has no CUDA device and no
+        # Apple GPU plugin (on a Mac it computes on the CPU, which the apple class does not stand for).
+        if device.torch_device.startswith("cuda"):
+            return "OpenVINO has no CUDA device (its plugins: CPU, Intel GPU, NPU); this backend runs its CPU plugin"
         if device.torch_device != "cpu":
-            return f"this openvino backend runs OpenVINO's CPU plugin only, not {device.torch_device}"
+            return (f"OpenVINO has no {device.torch_device} plugin (on Apple silicon it computes on the CPU only); "
+                    "this backend runs its CPU plugin on CPU nodes")
         return None
 
     def export(self, loaded: LoadedModel, workdir: Path, calibration: Calibration | None = None) -> Artifact:

@@ -47,6 +47,11 @@ class QuantoConfig(QuantConfig):
         """Earlier spellings: `weights: int8|int4|int2|float8` and `activations: none|int8|float8`."""
         out, notes = super().upgrade(entry)
         weights, activations = out.pop("weights", None), out.pop("activations", None)
+        for field, value, allowed in (("weights", weights, ("int8", "int4", "int2", "float8")),
+                                      ("activations", activations, ("none", "int8", "float8"))):
+            if value is not None and value not in allowed:
+                names = [repr(a) for a in allowed]
+                raise ValueError(f"{field}: {value!r} is not {', '.join(names[:-1])} or {names[-1]}")
         if weights is not None:
             out.setdefault("weight_bits", 8 if weights == "float8" else int(weights.removeprefix("int")))
             new = f"weight_bits: {out['weight_bits']}" + (", format: float8" if weights == "float8" else "")
@@ -120,7 +125,13 @@ class QuantoQuantizer(Quantizer):
         # Exact names, not the spec's patterns: quanto matches every module kind it has a quantized version of.
         # With activations the selected LayerNorms are quantized too, as the library's own
         # `quantize(model, weights=..., activations=...)` does: a QLayerNorm hands quantized activations on
-        # to the next layer instead of floats.
+        # to the next layer instead of floats (tests/test_quantizers.py: the same modules, scales and
+        # transcripts as that call). Speed: int8 activations send every Linear through quanto's int8 x int8
+        # kernel, `torch._int_mm`; on a CPU without VNNI/AMX (AVX2-only x86) that runs 25-60x slower than
+        # the float32 matmul (a 1500x384 @ 384x1536 product: 3.4-9 s against 0.13-0.34 s on 2 busy cores), so
+        # the 30 s encoder window makes w8a8 far slower than fp32 there (one demo run: RTF 13.5 against 0.34).
+        # It is the library's own speed: called directly it is as slow (82% of its encoder time in
+        # aten::_int_mm; benchmarks/library_overhead.py).
         norms = [name for name, m in model.named_modules()
                  if isinstance(m, nn.LayerNorm) and cfg.modules.selects(name)] if cfg.needs_calibration() else []
         quantize(
