@@ -212,7 +212,7 @@ def test_families_run_a_real_sweep_from_local_checkpoints(checkpoints: dict[str,
     assert table.columns[first:first + 4] == ["wer.librispeech-test-clean", "wer.librispeech-test-other",
                                   "cer.librispeech-test-clean", "cer.librispeech-test-other"]
     assert [r[first - 1] for r in table.rows][0].startswith("Baseline") and len(table.rows) == 3
-    assert all(isinstance(r[3], float) and isinstance(r[4], float) for r in table.rows)
+    assert all(isinstance(r[first], float) and isinstance(r[first + 1], float) for r in table.rows)
 
 
 def test_seed001_plans_offline_with_its_support_matrix() -> None:
