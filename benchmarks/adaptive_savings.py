@@ -30,10 +30,10 @@ from results.store import Store  # noqa: E402
 # A bit-width sweep across runtimes: four deployment profiles and eight low-bit torch quantizations. What a race
 # saves is the share of clearly dominated trials: near-ties run to the end (README: Adaptive sweeps).
 GRID = [
-    {"library": "ggml", "type": "q8_0"},
-    {"library": "ggml", "type": "q5_0"},
-    {"library": "ggml", "type": "q4_0"},
-    {"library": "ctranslate2", "compute_type": "int8"},
+    {"library": "ggml", "format": "q8_0"},
+    {"library": "ggml", "format": "q5_0"},
+    {"library": "ggml", "format": "q4_0"},
+    {"library": "ctranslate2", "format": "int8"},
     {"library": "hqq", "weight_bits": 3, "group_size": 64},
     {"library": "hqq", "weight_bits": 3, "group_size": 128},
     {"library": "hqq", "weight_bits": 2, "group_size": 64},

@@ -75,17 +75,17 @@ def _direct_model(q: QuantConfig, loaded: LoadedModel, path: str, calibration: l
         return model
     if q.library == "bnb":
         from transformers import BitsAndBytesConfig, WhisperForConditionalGeneration
-        config = (BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(KEEP_FLOAT)) if q.scheme == "int8"
-                  else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.scheme, bnb_4bit_compute_dtype=torch.float32,
+        config = (BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(KEEP_FLOAT)) if q.format == "int8"
+                  else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.format, bnb_4bit_compute_dtype=torch.float32,
                                           llm_int8_skip_modules=list(KEEP_FLOAT)))
         return WhisperForConditionalGeneration.from_pretrained(path, quantization_config=config, device_map="cpu",
                                                                dtype=torch.float32).eval()
     if q.library == "quanto":
         from optimum.quanto import Calibration, freeze, quantize
-        static = q.activations != "none"
+        weights, activations = q.qtypes()  # the spec's bits as quanto's type names (qint8, qint4, qfloat8)
+        static = activations is not None
         # the library's own default: every Linear and (with activations) LayerNorm; only proj_out left out
-        quantize(model, weights=f"q{q.weights}", activations=f"q{q.activations}" if static else None,
-                 exclude=list(KEEP_FLOAT))
+        quantize(model, weights=weights, activations=activations, exclude=list(KEEP_FLOAT))
         with torch.no_grad():
             if static:
                 with Calibration():  # the calibration clips one by one, in the dataset's order

@@ -148,6 +148,28 @@ def test_worker_reuses_loaded_model_and_quantization_across_datasets(tmp_path: P
     assert "models loaded 1x" in done.stderr
 
 
+def test_a_reused_quantized_model_transcribes_as_it_did(tmp_path: Path) -> None:
+    # Nothing between two trials of one quantization may change the model. bitsandbytes' 4-bit CPU kernel
+    # (AVX512-BF16) repacks the weights on the first pass, and a state-dict walk after it (sizes were read
+    # after the passes) unpacked them so that the next dataset's pass transcribed garbage (WER 1946%).
+    spec = {
+        "sweep": "kept", "results": str(tmp_path / "r"),
+        "models": [{"name": "whisper-tiny.en", "packaged": "whisper-tiny.en"}],
+        "quantization": [{"library": "bnb", "format": "nf4"}],
+        "datasets": [{"name": "a", "source": "samples", "max_utterances": 1},
+                     {"name": "b", "source": "samples", "max_utterances": 2}],
+        "eval": {"max_new_tokens": 24, "warmup_utterances": 0},
+    }
+    quantsweep("run", str(write_spec(tmp_path / "s.yaml", spec)))
+    found = rows(tmp_path / "r", "kept")
+    assert sorted((r["status"], r["quantized_reused"]) for r in found) == [("ok", False), ("ok", True)]
+    by_trial = {r["trial_id"]: r["dataset"] for r in found}
+    scored = Store(str(tmp_path / "r")).read("utterances", "kept").to_pylist()
+    [shared] = {u["utt_id"] for u in scored if by_trial[u["trial_id"]] == "a"}  # b's first clip too
+    [first, again] = sorted((by_trial[u["trial_id"]], u["hypothesis"]) for u in scored if u["utt_id"] == shared)
+    assert first[1] == again[1] and first[1].strip(), (first, again)
+
+
 def test_a_failing_optional_measurement_is_null_with_its_reason_and_the_trial_stays_ok(tmp_path: Path) -> None:
     # the model is quantized again only in the isolated memory child: that is where these crash or hang
     entries = [{"name": "child-segfaults", "crash": "segfault", "crash_in": "isolated-child"},

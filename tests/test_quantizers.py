@@ -139,6 +139,8 @@ def test_quantizes_whisper_on_the_cpu(spec, whisper, features):
     result = quantizer.quantize(model, CPU, calibrate)
 
     assert result.quantized_modules == len(selected) > 0
+    # the quantized layers keep the model's eval mode: libraries pick their inference kernels by it
+    assert not whisper.training and not any(m.training for m in result.model.modules())
     assert result.total_params == sum(p.numel() for p in whisper.parameters())
     assert 0 < result.quantized_params < result.total_params
     assert serialized_bytes(result.model) < serialized_bytes(whisper)

@@ -100,6 +100,17 @@ class Quantized:
     deployable: Deployable
     quantize_s: float
     allocated_before: int  # device allocator bytes before the model existed (GPU memory is measured above it)
+    model_size_bytes: int  # the deployable's serialized size, read before its first pass (see `sized`)
+    model_mem_bytes: int | None  # a torch model's resident tensor bytes, read then too; None for an artifact
+
+
+def sized(deployable: Deployable, quantize_s: float, allocated_before: int) -> Quantized:
+    """Sizes are read once, as the quantizer left the model: walking a state dict after a pass is not free of
+    effects (bitsandbytes repacks 4-bit weights for its CPU kernel on the first pass and unpacks them for
+    `state_dict`; the next pass on the unpacked weights transcribes garbage), and a reused model is run again."""
+    module = deployable.model if isinstance(deployable, QuantizedModel) else None
+    return Quantized(deployable, quantize_s, allocated_before, runtime_of(deployable).model_size_bytes(deployable),
+                     model_mem_bytes(module) if module is not None else None)
 
 
 @dataclass
@@ -136,10 +147,10 @@ class WorkerCache:
         allocated_before = allocated(device.torch_device)
         started = time.perf_counter()
         model = build()
-        self.last_quantized = (key, Quantized(model, time.perf_counter() - started, allocated_before))
+        self.last_quantized = (key, sized(model, time.perf_counter() - started, allocated_before))
         if trial.rung is not None:
-            resident = model_mem_bytes(model.model) if isinstance(model, QuantizedModel) else 0
-            self.raced.put((trial.trial_id, device.torch_device), self.last_quantized[1], resident)
+            self.raced.put((trial.trial_id, device.torch_device), self.last_quantized[1],
+                           self.last_quantized[1].model_mem_bytes or 0)
         return self.last_quantized[1], False
 
     def utterances(self, config: DatasetConfig) -> list[Utterance]:
@@ -240,15 +251,13 @@ def _measure(trial: Trial, hardware: Hardware, cache: WorkerCache, row: dict[str
         evaluation = runtime.evaluate(deployable, loaded, target, utterances, on_timed)
     row["eval_s"] = time.perf_counter() - started
     row.update(evaluation.columns)
-    module = context.module
     row.update(
         runtime=runtime.name, front_end=runtime.front_end,
         artifact_bytes=deployable.artifact_bytes if isinstance(deployable, Artifact) else None,
         quantized_modules=deployable.quantized_modules, quantized_params=deployable.quantized_params,
         total_params=deployable.total_params,
         quantized_param_share=deployable.quantized_params / deployable.total_params,
-        model_size_bytes=runtime.model_size_bytes(deployable),
-        model_mem_bytes=model_mem_bytes(module) if module is not None else None,
+        model_size_bytes=kept.model_size_bytes, model_mem_bytes=kept.model_mem_bytes,
         calibrate_s=deployable.calibrate_s,
     )
     row["size_reduction"] = 1 - row["model_size_bytes"] / row["baseline_size_bytes"]

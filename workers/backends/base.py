@@ -128,6 +128,12 @@ class QuantizedModel:
     layer_bits: dict[str, LayerBits] | None = None  # (issue 9) per layer name; None: read from the description
     calibrate_s: float | None = None  # (issue 9) seconds of the calibration pass(es), part of quantize_s
 
+    def __post_init__(self) -> None:
+        # Every quantizer hands back a model for inference. Modules a library swaps in start in training mode,
+        # and libraries pick their kernels by it: bitsandbytes packs 4-bit weights for its AVX512-BF16 CPU
+        # kernel and runs LLM.int8 as inference only outside training (transformers' own loading leaves eval).
+        self.model.eval()
+
 
 @dataclass
 class Artifact:
