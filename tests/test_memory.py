@@ -50,12 +50,19 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     return {r["quantization"]: r for r in rows}
 
 
-def test_the_same_trial_first_and_last_agrees_within_5_percent(measured: dict[str, dict]) -> None:
+def test_the_same_trial_first_and_last_agrees_on_what_inference_added(measured: dict[str, dict]) -> None:
     first, last = measured["fp32-first"], measured["fp32-last"]
     assert first["started_at"] < measured["hqq-w4-g64"]["started_at"] < last["started_at"]
     assert first["peak_mem_kind"] == last["peak_mem_kind"] == TORCH_INLINE_KIND
-    assert abs(first["peak_mem_bytes"] - last["peak_mem_bytes"]) <= 0.05 * first["peak_mem_bytes"], (
-        first["peak_mem_bytes"], last["peak_mem_bytes"])
+    assert first["model_mem_bytes"] == last["model_mem_bytes"]
+    # What the passes added above the model's tensors (activations, caches, workspaces: about 60 MB here) must not
+    # depend on the trials before. Heap pages that earlier trials freed and glibc kept would be reused without
+    # raising the high-water mark (without malloc_trim: 20 MB first, 4.5 MB last); caches would inflate it. On a
+    # busy 2-core machine the figure moves by up to a third between runs (glibc's arenas under contention:
+    # 73 MB first, 53 MB last, seen in CI), so the bound is a factor of two, not a few percent.
+    added_first = first["peak_mem_bytes"] - first["model_mem_bytes"]
+    added_last = last["peak_mem_bytes"] - last["model_mem_bytes"]
+    assert added_first > 0 and 0.5 <= added_last / added_first <= 2.0, (added_first, added_last)
 
 
 def test_quantized_models_need_less_than_fp32(measured: dict[str, dict]) -> None:
