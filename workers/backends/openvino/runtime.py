@@ -41,13 +41,14 @@ def transcriber(artifact: Artifact, loaded: LoadedModel, target: Target) -> Grap
     encoder, decoder = compiled(artifact, target.threads)
 
     def encode(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        encoder.infer([features])
-        return encoder.get_output_tensor(0).data.copy(), encoder.get_output_tensor(1).data.copy()
+        outputs = encoder.infer([features])
+        return outputs[0], outputs[1]
 
     def step(*inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        decoder.infer(list(inputs))
-        # copies: the request reuses its output buffers on the next step, whose inputs these are
-        return tuple(decoder.get_output_tensor(i).data.copy() for i in range(3))
+        # infer() returns copies of the outputs (share_outputs=False): the request reuses its buffers on the
+        # next step, whose inputs these are; reading its output tensors and copying again cost a second copy
+        outputs = decoder.infer(list(inputs))
+        return outputs[0], outputs[1], outputs[2]
 
     return GraphTranscriber(encode, step, loaded.model, loaded.processor, target.config, target.language)
 
