@@ -17,7 +17,9 @@ import pyarrow as pa
 # adaptive races: statuses `racing` and `stopped`, the race_* columns and grid_estimate_s of trials, the `rung`
 # of utterances; what the results came from, for reproducing them: the hub commit of the model, the hub
 # revision of the dataset, and the hash of the evaluated dataset's content.
-SCHEMA_VERSION = 5
+# Version 6 (issue 17): what calibration fed a torch quantizer: calibration_pass, calibration_tokens,
+# calibration_frames.
+SCHEMA_VERSION = 6
 
 # Trial statuses: `ok` measured; `failed` raised (error holds type, message, traceback tail);
 # `unsupported` the library cannot run the scheme on the device (error holds the reason);
@@ -61,6 +63,9 @@ TRIALS = pa.schema(
         ("quantized_param_share", pa.float64()),
         ("calibration_dataset", pa.string()),
         ("calibration_utterances", pa.int32()),
+        ("calibration_pass", pa.string()),  # v6: teacher-forced | generate (torch quantizers; NULL uncalibrated)
+        ("calibration_tokens", pa.int64()),  # v6: decoder positions one calibration pass fed the model
+        ("calibration_frames", pa.int64()),  # v6: encoder frames (windows x encoder positions) one pass fed it
         ("dataset", pa.string()),
         ("dataset_revision", pa.string()),  # v5: the hub dataset's revision the spec pinned (NULL: its default)
         # v5: sha256 (20 hex) over the evaluated utterances' ids, references and 16 kHz samples, in utt_id order

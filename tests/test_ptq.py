@@ -18,10 +18,12 @@ from workers.device import Device
 from workers.metrics.drift import drift_columns, kept_reference
 from workers.hardware import probe
 from workers.backends.base import LayerBits, Modules, selected_linears
-from workers.backends.torch.ptq import PtqConfig, PtqQuantizer
+from workers.backends.torch.ptq import PtqConfig, PtqQuantizer, awq
 from workers.backends.torch.ptq.gptq import gptq
 from workers.backends.torch.ptq.grid import Grid
+from workers.calibration import CalibrationPlan, Calibrator, teacher_forced
 from workers.deploy import quantize
+from workers.models.forcing import WhisperForcing
 from workers.trial import Trial, TrialOutcome, WorkerCache, run_trial
 
 CPU = Device("x86-cpu")
@@ -31,9 +33,9 @@ SPEC = {
     "quantization": [
         {"library": "none"},
         *({"library": "ptq", "method": "rtn", "weight_bits": bits} for bits in (8, 4, 3)),
-        # ASR decoders emit few tokens: on 6 clips the decoder Hessians (~100 rows for 384..1536 inputs) are
-        # rank-deficient and GPTQ overfits them; the whole split (27 clips) and 0.1 damping keep it honest.
-        {"library": "ptq", "method": "gptq", "weight_bits": 4, "calibration_utterances": 27, "damping": 0.1},
+        # GPTQ and AWQ with every default (8 clips of samples-calibration, teacher-forced): issue 17.
+        {"library": "ptq", "method": "gptq", "weight_bits": 4},
+        {"library": "ptq", "method": "awq", "weight_bits": 4},
         {"library": "ptq", "method": "smoothquant", "weight_bits": 8, "act_bits": 8, "calibration_utterances": 6},
     ],
     "datasets": [{"name": "samples", "source": "samples"}],
@@ -68,24 +70,22 @@ def rows(outcomes: dict[str, TrialOutcome]) -> dict[str, dict]:
     return {label: outcome.row for label, outcome in outcomes.items()}
 
 
-KL: dict[str, float] = {}  # per quantization label: two tests compare against RTN W4
+KL: dict[str, float] = {}  # per quantization label: several tests compare against RTN W4
+CALIBRATED: dict[str, dict] = {}  # per quantization label: what its calibration fed the model
 
 
 def kl(trial: Trial, cache: WorkerCache) -> float:
     """KL of a quantization (done as a trial does it) against the cached float reference."""
     label = trial.quantization.label()
     if label not in KL:
-        KL[label] = _kl(trial, cache)
+        loaded, _ = cache.model(trial.model)
+        calibration = cache.utterances(trial.calibration) if trial.calibration else None
+        quantized = quantize(trial, CPU, loaded, calibration)
+        CALIBRATED[label] = quantized.calibration
+        utterances = cache.utterances(trial.dataset)
+        KL[label] = drift_columns(kept_reference(cache, trial, loaded, CPU, utterances), "whisper", quantized.model,
+                                  loaded.processor, utterances)["kl_to_baseline"]
     return KL[label]
-
-
-def _kl(trial: Trial, cache: WorkerCache) -> float:
-    loaded, _ = cache.model(trial.model)
-    calibration = cache.utterances(trial.calibration) if trial.calibration else None
-    quantized = quantize(trial, CPU, loaded, calibration)
-    utterances = cache.utterances(trial.dataset)
-    return drift_columns(kept_reference(cache, trial, loaded, CPU, utterances), "whisper", quantized.model,
-                         loaded.processor, utterances)["kl_to_baseline"]
 
 
 def test_fp32_against_itself_has_no_drift_and_rows_carry_the_new_columns(rows: dict[str, dict],
@@ -139,31 +139,99 @@ def test_kl_grows_as_rtn_bits_fall(trials: dict[str, Trial], cache: WorkerCache)
     assert 0 < w8 < w4 < w3, (w8, w4, w3)
 
 
-def test_gptq_w4_drifts_less_than_rtn_w4(trials: dict[str, Trial], cache: WorkerCache) -> None:
-    assert trials["ptq-gptq-w4-g128"].calibration is not None and trials["ptq-rtn-w4-g128"].calibration is None
-    assert kl(trials["ptq-gptq-w4-g128"], cache) < kl(trials["ptq-rtn-w4-g128"], cache)
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_calibrated_w4_drifts_less_than_rtn_w4_with_its_defaults(method: str, trials: dict[str, Trial],
+                                                                 cache: WorkerCache) -> None:
+    calibrated, rtn = trials[f"ptq-{method}-w4-g128"], trials["ptq-rtn-w4-g128"]
+    assert calibrated.calibration.max_utterances == 8 and rtn.calibration is None
+    assert kl(calibrated, cache) < kl(rtn, cache), (kl(calibrated, cache), kl(rtn, cache))
 
 
-def test_gptq_matches_llmcompressor_on_one_layer() -> None:
-    """Our GPTQ against llmcompressor's `quantize_weight` (the field's toolkit) on one random layer."""
+def reference_positions(cache: WorkerCache, trial: Trial) -> int:
+    """Decoder positions of the calibration clips' references (prompt, text, end), each clip's greedy ids where
+    it has no reference: what a teacher-forced pass feeds, counted here by the tokenizer alone."""
+    loaded, _ = cache.model(trial.model)
+    tokenizer, positions = loaded.processor.tokenizer, 0
+    for u in cache.utterances(trial.calibration):
+        if u.reference:
+            text = tokenizer(" " + u.reference, add_special_tokens=False).input_ids
+        else:  # transformers' generate returns the text's ids alone
+            text = loaded.model.generate(WhisperForcing()._features(loaded.model, loaded.processor, u.audio))[0]
+        positions += 2 + len(text) + 1  # <|startoftranscript|><|notimestamps|>, the text, <|endoftext|>
+    return positions
+
+
+def test_calibration_feeds_every_reference_position_and_window(trials: dict[str, Trial], cache: WorkerCache) -> None:
+    """Teacher forcing, not generate: the decoder sees each reference whole (greedy decoding feeds what it emits,
+    which on this split is fewer tokens), the encoder each clip's window."""
+    trial = trials["ptq-awq-w4-g128"]
+    kl(trial, cache)
+    fed = CALIBRATED["ptq-awq-w4-g128"]
+    assert fed["calibration_pass"] == "teacher-forced"
+    assert fed["calibration_tokens"] == reference_positions(cache, trial)
+    assert fed["calibration_frames"] == 8 * 1500
+
+
+def test_a_calibration_budget_bounds_tokens_and_frames(trials: dict[str, Trial], cache: WorkerCache) -> None:
+    trial = trials["ptq-awq-w4-g128"]
+    loaded, _ = cache.model(trial.model)
+    clips = cache.utterances(trial.calibration)
+    plan = CalibrationPlan("teacher-forced", max_tokens=40, max_frames=3 * 1500)
+    calibrator = Calibrator(plan, teacher_forced(WhisperForcing(), loaded.processor, clips, trial.eval, "en", plan))
+    seen = []
+    hook = loaded.model.model.decoder.layers[0].fc1.register_forward_pre_hook(lambda _, a: seen.append(a[0].shape[1]))
+    try:
+        calibrator(loaded.model, stop_after=loaded.model.model.decoder.layers[0])
+    finally:
+        hook.remove()
+    # The token budget cuts the last clip's reference; whole windows only, at most the frame budget's three.
+    assert sum(seen) == 40 and 1 < len(seen) <= 3
+    assert calibrator.columns() == {"calibration_pass": "teacher-forced", "calibration_tokens": 40,
+                                    "calibration_frames": len(seen) * 1500}
+
+
+@pytest.mark.parametrize(("group_size", "act_order"), [(None, True), (32, False)])
+def test_gptq_matches_llmcompressor_on_one_layer(group_size: int | None, act_order: bool) -> None:
+    """Our GPTQ against llmcompressor's `quantize_weight` (the field's toolkit) on one random layer: per channel in
+    activation order, and in groups of 32 in the weight's order."""
     from compressed_tensors.quantization import QuantizationArgs
     from llmcompressor.modifiers.gptq.gptq_quantize import quantize_weight
 
     torch.manual_seed(0)
     weight = torch.randn(64, 96)
     x = torch.randn(512, 16) @ torch.randn(16, 96) + 0.1 * torch.randn(512, 96)  # correlated inputs, as in a model
+    x = x * torch.linspace(0.2, 3, 96)  # inputs of unequal energy: activation order visits them differently
     hessian = (x.T @ x).double()
-    grid = Grid(4, None, symmetric=True)
-    ours = gptq(weight, hessian, grid, damping=0.01, act_order=False)
-    scale, zero = grid.params(weight)
-    args = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="channel")
-    theirs, _, _ = quantize_weight(weight[None].clone(), (2 / len(x) * hessian).float()[None], scale[None], zero[None].int(),
-                                   None, args, blocksize=128, percdamp=0.01)
+    grid = Grid(4, group_size, symmetric=True)
+    ours = gptq(weight, hessian, grid, damping=0.01, act_order=act_order)
+    groups = 96 // (group_size or 96)
+    scale, zero = (p.reshape(64, groups) for p in grid.params(weight.reshape(64 * groups, -1)))
+    args = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="group" if group_size else "channel",
+                            group_size=group_size, actorder="static" if act_order else None)
+    theirs, _, _ = quantize_weight(weight[None].clone(), (2 / len(x) * hessian).float()[None], scale[None],
+                                   zero[None].int(), None, args, blocksize=128, percdamp=0.01)
+    per_column = scale.repeat_interleave(96 // groups, dim=1)
     # The same integer on every weight (the float products may differ in the last bit: fp64 here, fp32 there).
-    assert torch.equal(torch.round(ours / scale), torch.round(theirs[0] / scale))
+    assert torch.equal(torch.round(ours / per_column), torch.round(theirs[0] / per_column))
     assert torch.allclose(ours, theirs[0], rtol=1e-6, atol=1e-7)
     rtn = grid.quantize(weight)
     assert ((x @ (ours - weight).T) ** 2).sum() < 0.8 * ((x @ (rtn - weight).T) ** 2).sum()
+
+
+def test_awq_scales_and_grid_are_llmcompressors() -> None:
+    """AWQ's per-channel weight means and its (ratio, duo scaling) grid against llmcompressor's AWQModifier."""
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from llmcompressor.modifiers.transform.awq import AWQModifier
+
+    torch.manual_seed(0)
+    layers = [nn.Linear(64, 32), nn.Linear(64, 48)]
+    for layer in layers:
+        layer.quantization_scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
+            num_bits=4, type="int", symmetric=True, strategy="group", group_size=16))
+    theirs = AWQModifier._compute_layer_means(layers)
+    ours = awq.weight_means([layer.weight.detach() for layer in layers], Grid(4, 16, symmetric=True))
+    assert torch.allclose(ours, theirs.float(), rtol=1e-5)
+    assert awq.SEARCH == AWQModifier(n_grid=20, duo_scaling=True)._get_grid_search_params()
 
 
 def test_costs_of_two_layers_by_hand() -> None:

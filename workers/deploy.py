@@ -3,20 +3,22 @@ transcriber over it; the worker and the isolated memory child build it the same 
 from __future__ import annotations
 
 import copy
-import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
 
 from workers.backends import library_for, runtime_of
-from workers.backends.base import (Artifact, Calibrate, Calibration, Deployable, Exporter, Quantizer, Target,
+from workers.backends.base import (Artifact, Calibration, Deployable, Exporter, Quantizer, Target,
                                   build_artifact)
+from workers.calibration import CalibrationPlan, Calibrator, generated, teacher_forced
 from workers.datasets import Utterance
 from workers.device import Device
-from workers.evaluate import EvalConfig, Transcriber, run_pass
+from workers.evaluate import EvalConfig, Transcriber
 from workers.hardware import Hardware
 from workers.models import LoadedModel, load_model
 from workers.models.families import FAMILIES, with_family_defaults
+from workers.models.forcing import TEACHER_FORCING
 
 if TYPE_CHECKING:
     from workers.trial import Trial
@@ -37,29 +39,29 @@ def quantize(trial: Trial, device: Device, loaded: LoadedModel, calibration: lis
         return build_artifact(library, loaded, clips)
     assert isinstance(library, Quantizer)
     model = copy.deepcopy(loaded.model).to(device.torch_device)
-    spent: list[float] = []
-    calibrate = _calibrator(trial, device, loaded, model, calibration, spent) if calibration is not None else None
-    quantized = library.quantize(model, device, calibrate)
-    quantized.calibrate_s = sum(spent) if spent else None
+    calibrator = (_calibrator(trial, device, loaded, model, calibration, library.config.calibration_plan())
+                  if calibration is not None else None)
+    quantized = library.quantize(model, device, calibrator)
+    if calibrator is not None and calibrator.seconds:
+        quantized.calibrate_s = sum(calibrator.seconds)
+        quantized.calibration = calibrator.columns()
     return quantized
 
 
 def _calibrator(trial: Trial, device: Device, loaded: LoadedModel, model: torch.nn.Module,
-                calibration: list[Utterance], spent: list[float]) -> Calibrate:
-    """Runs the model being quantized over the calibration split (never the evaluation audio)."""
+                calibration: list[Utterance], plan: CalibrationPlan) -> Calibrator:
+    """Runs the model being quantized over the calibration split (never the evaluation audio), as `plan` says;
+    a family that cannot be teacher-forced calibrates with `generate`, and its row says so."""
+    clips = [u for u in calibration if u.audio is not None]
+    forcing = TEACHER_FORCING.get(loaded.family)
+    if plan.calibration_pass == "teacher-forced" and forcing is not None:
+        return Calibrator(plan, teacher_forced(forcing, loaded.processor, clips, trial.eval,
+                                               trial.calibration.language, plan))
     transcriber = FAMILIES[loaded.family].transcriber(model, loaded.processor, device.torch_device,
                                                       trial.eval, trial.calibration.language)
-    clips = [u for u in calibration if u.audio is not None]
-
-    def calibrate(m: torch.nn.Module) -> None:
-        started = time.perf_counter()
-        transcriber.use(m)
-        # In the split's order, as a user's loop over it goes: static scales are running averages over the
-        # forward calls (quanto's momentum), so another order gives other scales and other transcripts.
-        run_pass(transcriber, clips, trial.eval.batch_size, in_order=True)
-        spent.append(time.perf_counter() - started)
-
-    return calibrate
+    plan = replace(plan, calibration_pass="generate")
+    positions = forcing.positions(model) if forcing is not None else None
+    return Calibrator(plan, generated(transcriber, clips, trial.eval.batch_size, positions, plan))
 
 
 def fresh_transcriber(trial: Trial, hardware: Hardware, calibration: list[Utterance] | None,

@@ -258,7 +258,7 @@ def _measure(trial: Trial, hardware: Hardware, cache: WorkerCache, row: dict[str
         total_params=deployable.total_params,
         quantized_param_share=deployable.quantized_params / deployable.total_params,
         model_size_bytes=kept.model_size_bytes, model_mem_bytes=kept.model_mem_bytes,
-        calibrate_s=deployable.calibrate_s,
+        calibrate_s=deployable.calibrate_s, **(getattr(deployable, "calibration", None) or {}),
     )
     row["size_reduction"] = 1 - row["model_size_bytes"] / row["baseline_size_bytes"]
     for tracker in trackers:

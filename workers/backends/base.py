@@ -22,6 +22,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from workers.calibration import CalibrationPlan
 from workers.datasets import Utterance
 from workers.device import Device
 from workers.evaluate import EvalConfig, Evaluation, Transcriber
@@ -84,6 +85,10 @@ class QuantConfig(BaseModel):
     def needs_calibration(self) -> bool:
         return False
 
+    def calibration_plan(self) -> CalibrationPlan:
+        """How calibration runs the model (the transcriber's own decoding unless a library says otherwise)."""
+        return CalibrationPlan()
+
     def label(self) -> str:
         return self.name or f"{self.library}-{self.describe().scheme}"
 
@@ -127,6 +132,8 @@ class QuantizedModel:
     total_params: int
     layer_bits: dict[str, LayerBits] | None = None  # (issue 9) per layer name; None: read from the description
     calibrate_s: float | None = None  # (issue 9) seconds of the calibration pass(es), part of quantize_s
+    # (issue 17) calibration_pass, calibration_tokens, calibration_frames of one pass; None: not calibrated
+    calibration: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Every quantizer hands back a model for inference. Modules a library swaps in start in training mode,
@@ -156,7 +163,8 @@ class Artifact:
         return sum(p.stat().st_size for p in files)
 
 
-Calibrate = Callable[[nn.Module], None]  # runs the model over calibration audio
+# Runs the model over calibration audio; a pass may stop after `stop_after` (a block: later layers record nothing).
+Calibrate = Callable[..., None]
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,8 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import torch
 from torch import nn
@@ -24,56 +23,13 @@ from workers.datasets import Utterance
 from workers.evaluate import SAMPLING_RATE, EvalConfig
 from workers.metrics.base import Tracker, TrialContext
 from workers.models import cache_root
+from workers.models.forcing import TEACHER_FORCING
 from workers.models.whisper import WINDOW_S
 
 if TYPE_CHECKING:
     from workers.device import Device
     from workers.models import LoadedModel
     from workers.trial import Trial, WorkerCache
-
-
-class TeacherForcing(Protocol):
-    """A family's hook: greedy ids of the float model, and log-probs of any model forced along them."""
-
-    def greedy(self, model: nn.Module, processor: Any, audio: np.ndarray, config: EvalConfig,
-               language: str) -> tuple[torch.Tensor, int]:
-        """(decoder ids with the prompt, how many of the last ones the model generated)."""
-
-    def log_probs(self, model: nn.Module, processor: Any, audio: np.ndarray, ids: torch.Tensor,
-                  generated: int) -> torch.Tensor:
-        """(generated, vocab) log-probabilities the model gives each generated position, teacher-forced."""
-
-
-class WhisperForcing:
-    def greedy(self, model: nn.Module, processor: Any, audio: np.ndarray, config: EvalConfig,
-               language: str) -> tuple[torch.Tensor, int]:
-        from workers.models.whisper import WhisperTranscriber
-
-        # The transcriber's own generate arguments (prompt, language, token limit), greedy.
-        kwargs = WhisperTranscriber(model, processor, "cpu", config, language).generate_kwargs | {"num_beams": 1}
-        steps = [0]
-        hook = model.get_decoder().register_forward_pre_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
-        try:
-            out = model.generate(self._features(model, processor, audio), return_dict_in_generate=True, **kwargs)
-        finally:
-            hook.remove()
-        return out.sequences[0].cpu(), steps[0]
-
-    def log_probs(self, model: nn.Module, processor: Any, audio: np.ndarray, ids: torch.Tensor,
-                  generated: int) -> torch.Tensor:
-        device = model.get_encoder().conv1.weight.device
-        logits = model(input_features=self._features(model, processor, audio),
-                       decoder_input_ids=ids[None, :-1].to(device)).logits[0, -generated:]
-        return torch.log_softmax(logits.float(), dim=-1).cpu()
-
-    def _features(self, model: nn.Module, processor: Any, audio: np.ndarray) -> torch.Tensor:
-        conv = model.get_encoder().conv1.weight
-        features = processor.feature_extractor([audio], sampling_rate=SAMPLING_RATE, return_tensors="pt")
-        return features.input_features.to(conv.device, conv.dtype)
-
-
-# One entry per family whose models expose next-token logits; issue 10's families add theirs here.
-TEACHER_FORCING: dict[str, TeacherForcing] = {"whisper": WhisperForcing()}
 
 
 @dataclass

@@ -19,16 +19,17 @@ from workers.backends.base import (
     count_params,
     selected_linears,
 )
+from workers.backends.torch.ptq import awq
 from workers.backends.torch.ptq.grid import Grid, fake_quant_tokens
 from workers.backends.torch.ptq.gptq import gptq
-from workers.backends.torch.ptq.observe import Inputs, observe
-from workers.backends.torch.ptq.transforms import Transform, awq_scale, random_hadamard, smoothquant_scale
+from workers.backends.torch.ptq.observe import Inputs, blocks, observe
+from workers.backends.torch.ptq.transforms import Transform, random_hadamard, smoothquant_scale
+from workers.calibration import CALIBRATION_PASSES, CalibrationPlan
 
 METHOD_FIELDS = {
     "damping": ("gptq", "hadamard"), "act_order": ("gptq", "hadamard"), "alpha": ("awq", "smoothquant"),
     "rounding": ("hadamard",),
 }
-AWQ_GRID = [i / 20 for i in range(21)]  # the α AWQ searches when none is given (the reference's 20 steps)
 FLOAT_BITS = 32
 
 
@@ -48,8 +49,16 @@ class PtqConfig(QuantConfig):
     calibration_dataset: str = Field("samples-calibration", description="dataset whose audio calibrates "
                                      "gptq, awq, smoothquant and hadamard with gptq rounding")
     calibration_utterances: int = Field(8, ge=1, description="calibration clips run through the float model")
-    damping: float = Field(0.01, gt=0, le=1, description="GPTQ: share of the mean Hessian diagonal added to it")
-    act_order: bool = Field(False, description="GPTQ: quantize the inputs with the largest Hessian diagonal first")
+    calibration_pass: Literal[CALIBRATION_PASSES] = Field(
+        "teacher-forced", description="teacher-forced: every window and every position of the reference "
+        "transcript at once; generate: what greedy decoding feeds the decoder, one token at a time")
+    calibration_max_tokens: int | None = Field(None, ge=1, description="decoder tokens a calibration pass feeds "
+                                               "at most (null: every clip's)")
+    calibration_max_frames: int | None = Field(None, ge=1, description="encoder frames a calibration pass feeds "
+                                               "at most, whole windows (null: every clip's)")
+    damping: float = Field(0.1, gt=0, le=1, description="GPTQ: share of the mean Hessian diagonal added to it "
+                           "(README: Calibrated PTQ, why 0.1 and not the language-model recipe's 0.01)")
+    act_order: bool = Field(True, description="GPTQ: quantize the inputs with the largest Hessian diagonal first")
     alpha: float | None = Field(None, ge=0, le=1, description="AWQ/SmoothQuant migration strength; null: "
                                 "SmoothQuant 0.5, AWQ searches 0..1 on the calibration inputs")
     rounding: Literal["rtn", "gptq"] = Field("rtn", description="hadamard: how rotated weights are rounded")
@@ -75,6 +84,9 @@ class PtqConfig(QuantConfig):
     def needs_calibration(self) -> bool:
         return self.method in ("gptq", "awq", "smoothquant") or self.uses_gptq()
 
+    def calibration_plan(self) -> CalibrationPlan:
+        return CalibrationPlan(self.calibration_pass, self.calibration_max_tokens, self.calibration_max_frames)
+
     def describe(self) -> Description:
         scheme = f"{self.method}-w{self.weight_bits}" + (f"a{self.act_bits}" if self.act_bits else "")
         return Description(scheme, self.weight_bits, self.act_bits, self.granularity,
@@ -88,10 +100,13 @@ class PtqConfig(QuantConfig):
                  f"g{self.group_size}" if self.granularity == "per-group" else "pc"]
         if not self.symmetric:
             parts.append("asym")
-        if self.act_order and self.uses_gptq():
-            parts.append("ao")
+        if not self.act_order and self.uses_gptq():
+            parts.append("no-ao")
         if self.alpha is not None:
             parts.append(f"a{self.alpha:g}")
+        if self.needs_calibration():
+            parts += (["gen"] if self.calibration_pass == "generate" else []) + [
+                f"{n}{v}" for n, v in (("tok", self.calibration_max_tokens), ("fr", self.calibration_max_frames)) if v]
         return "-".join(parts)
 
 
@@ -111,10 +126,24 @@ class PtqQuantizer(Quantizer):
             raise ValueError(f"ptq {cfg.method} is calibrated: it needs a calibrate callback")
         total = count_params(model)
         layers = dict(selected_linears(model, cfg.modules))
-        stats = (observe(model, layers, calibrate, hessian=cfg.uses_gptq(), samples=cfg.method == "awq")
-                 if cfg.needs_calibration() else {})
-        transforms = self._transforms(layers, stats)
-        grid, bits = cfg.grid, {}
+        bits: dict[str, LayerBits] = {}
+        if cfg.uses_gptq():
+            # GPTQ's recipe: block after block, each block's Hessians from inputs through the blocks already rounded.
+            transforms = self._transforms(layers, {})
+            for block, names in blocks(model, layers):
+                part = {n: layers[n] for n in names}
+                run = calibrate if block is None else (lambda m, b=block: calibrate(m, stop_after=b))
+                self._round(part, transforms, observe(model, part, run, hessian=True, samples=False), bits)
+        else:
+            stats = (observe(model, layers, calibrate, hessian=False, samples=cfg.method == "awq")
+                     if cfg.needs_calibration() else {})
+            self._round(layers, self._transforms(layers, stats), stats, bits)
+        params = sum(p.numel() for layer in layers.values() for p in layer.parameters())
+        return QuantizedModel(model, len(layers), params, total, layer_bits=bits)
+
+    def _round(self, layers: dict[str, nn.Linear], transforms: dict[str, Transform], stats: dict[str, Inputs],
+               bits: dict[str, LayerBits]) -> None:
+        cfg, grid = self.config, self.config.grid
         with torch.no_grad():
             for name, layer in layers.items():
                 t = transforms.get(name, Transform())
@@ -123,6 +152,9 @@ class PtqQuantizer(Quantizer):
                     if cfg.uses_gptq():
                         # GPTQ runs on the CPU in float64 wherever the model is: its Cholesky needs it.
                         rounded = gptq(w.cpu(), t.hessian_in(stats[name].hessian), grid, cfg.damping, cfg.act_order)
+                    elif cfg.method == "awq" and not name.endswith(awq.UNCLIPPED):
+                        x = t.inputs_in(stats[name].sample().to(w.device))
+                        rounded = grid.quantize(w, clip=awq.search_clip(w, x, grid))
                     else:
                         rounded = grid.quantize(w)
                 except ValueError as exc:
@@ -132,8 +164,6 @@ class PtqQuantizer(Quantizer):
                     layer.register_forward_pre_hook(_activation_rounding(t, cfg.act_bits))
                 bits[name] = LayerBits(cfg.weight_bits, cfg.act_bits or FLOAT_BITS,
                                        grid.overhead_bits(layer.out_features, layer.in_features))
-        params = sum(p.numel() for layer in layers.values() for p in layer.parameters())
-        return QuantizedModel(model, len(layers), params, total, layer_bits=bits)
 
     def _transforms(self, layers: dict[str, nn.Linear], stats: dict[str, Inputs]) -> dict[str, Transform]:
         cfg = self.config
@@ -141,12 +171,15 @@ class PtqQuantizer(Quantizer):
             return {n: Transform(rotation=random_hadamard(l.in_features).to(l.weight.device)) for n, l in layers.items()}
         if cfg.method not in ("smoothquant", "awq"):
             return {}
-        # Layers reading one LayerNorm's output share a scale, which a deployment folds into that LayerNorm;
-        # layers with no LayerNorm before them (fc2 after GELU, out_proj) keep their inputs as they are.
+        # Layers reading one LayerNorm's output share a scale, which a deployment folds into that LayerNorm; an
+        # attention's output projection takes its own, folded into the value projection's rows (attention is
+        # linear in the values). fc2 reads GELU's output, which no scale passes through: its inputs stay.
         groups: dict[str, list[str]] = {}
         for name, s in stats.items():
             if s.producer is not None:
                 groups.setdefault(s.producer, []).append(name)
+            elif cfg.method == "awq" and name.endswith("out_proj"):
+                groups[name] = [name]
         transforms = {}
         for names in groups.values():
             first = stats[names[0]]
@@ -154,24 +187,12 @@ class PtqQuantizer(Quantizer):
                 scale = smoothquant_scale(first.abs_max, [layers[n].weight.float() for n in names],
                                           0.5 if cfg.alpha is None else cfg.alpha)
             else:
-                scale = self._awq_search([layers[n] for n in names], first)
+                group = [layers[n] for n in names]
+                x = first.sample().to(group[0].weight.device)
+                ratios = awq.SEARCH if cfg.alpha is None else [(cfg.alpha, True)]
+                scale = awq.search_scale(group, x, first.abs_mean.to(x.device), cfg.grid, cfg.act_bits, ratios)
             transforms.update({n: Transform(scale=scale.to(layers[n].weight.device)) for n in names})
         return transforms
-
-    def _awq_search(self, group: list[nn.Linear], inputs: Inputs) -> torch.Tensor:
-        """The α whose scales make the rounded group's outputs closest to the float ones on calibration inputs."""
-        cfg = self.config
-        x = inputs.sample().to(group[0].weight.device)
-        targets = [x @ layer.weight.float().T for layer in group]
-        best: tuple[float, torch.Tensor] | None = None
-        for alpha in AWQ_GRID if cfg.alpha is None else [cfg.alpha]:
-            t = Transform(scale=awq_scale(inputs.abs_mean.to(x.device), alpha))
-            xq = t.inputs_out(fake_quant_tokens(t.inputs_in(x), cfg.act_bits)) if cfg.act_bits else x
-            loss = sum(float(((xq @ t.weight_out(cfg.grid.quantize(t.weight_in(layer.weight.float()))).T - y) ** 2)
-                             .sum()) for layer, y in zip(group, targets))
-            if best is None or loss < best[0]:
-                best = (loss, t.scale)
-        return best[1]
 
 
 def _activation_rounding(t: Transform, bits: int):

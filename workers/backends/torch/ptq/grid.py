@@ -35,20 +35,27 @@ class Grid:
         q = torch.clamp(torch.round(w / scale) + zero, 0, 2**self.bits - 1)
         return (q - zero) * scale
 
-    def quantize(self, w: torch.Tensor) -> torch.Tensor:
-        """Round-to-nearest of a whole (out, in) weight, group by group along the inputs."""
+    def quantize(self, w: torch.Tensor, clip: torch.Tensor | None = None) -> torch.Tensor:
+        """Round-to-nearest of a whole (out, in) weight, group by group along the inputs; `clip` (out, groups),
+        where given, bounds each group's values to ±clip first (AWQ's clipping), which narrows its grid."""
         out_features, in_features = w.shape
-        group = self.group_size or in_features
-        if in_features % group:
-            raise ValueError(f"group_size {group} does not divide the layer's {in_features} inputs")
-        grouped = w.reshape(out_features * (in_features // group), group)
+        grouped = w.reshape(out_features * self.groups(in_features), -1)
+        if clip is not None:
+            bound = clip.reshape(-1, 1)
+            grouped = torch.minimum(torch.maximum(grouped, -bound), bound)
         scale, zero = self.params(grouped)
         return self.round(grouped, scale, zero).reshape(out_features, in_features)
 
+    def groups(self, in_features: int) -> int:
+        """Groups per output channel; ValueError where the group size does not divide the inputs."""
+        group = self.group_size or in_features
+        if in_features % group:
+            raise ValueError(f"group_size {group} does not divide the layer's {in_features} inputs")
+        return in_features // group
+
     def overhead_bits(self, out_features: int, in_features: int) -> int:
         """Bits of the scales (and zero points when asymmetric) a packed layer stores."""
-        groups = out_features * (in_features // (self.group_size or in_features))
-        return groups * SCALE_BITS * (1 if self.symmetric else 2)
+        return out_features * self.groups(in_features) * SCALE_BITS * (1 if self.symmetric else 2)
 
 
 def fake_quant_tokens(x: torch.Tensor, bits: int) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """PTQ room, calibration: what each selected Linear sees of the calibration audio (Hessian, ranges, samples)."""
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,8 +55,7 @@ def observe(model: nn.Module, layers: dict[str, nn.Linear], calibrate: Callable[
             s = stats[name]
             s.rows += len(rows)
             if s.hessian is not None:
-                r = rows.double()
-                s.hessian += r.T @ r
+                s.hessian += (rows.T @ rows).double()  # a product in float32, summed over calls in float64
             amax, asum = rows.abs().amax(dim=0), rows.abs().sum(dim=0)
             s.abs_max = amax if s.abs_max is None else torch.maximum(s.abs_max, amax)
             s.abs_sum = asum if s.abs_sum is None else s.abs_sum + asum
@@ -75,3 +75,17 @@ def observe(model: nn.Module, layers: dict[str, nn.Linear], calibrate: Callable[
     if unseen:
         raise ValueError(f"calibration never reached {len(unseen)} selected layers, e.g. {unseen[0]}")
     return stats
+
+
+BLOCK_NAME = re.compile(r"^(.*?\.\d+)\.")  # the first numbered module on a layer's path: model.encoder.layers.3
+
+
+def blocks(model: nn.Module, layers: dict[str, nn.Linear]) -> list[tuple[nn.Module | None, list[str]]]:
+    """The selected layers grouped by the numbered block that holds them, in the model's order (for an encoder-
+    decoder, the order a forward runs them); layers in no block come last, together, with no block to stop after."""
+    grouped: dict[str | None, list[str]] = {}
+    for name in layers:
+        match = BLOCK_NAME.match(name)
+        grouped.setdefault(match[1] if match else None, []).append(name)
+    loose = grouped.pop(None, [])
+    return [(model.get_submodule(prefix), names) for prefix, names in grouped.items()] + ([(None, loose)] if loose else [])

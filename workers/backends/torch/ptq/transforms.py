@@ -54,12 +54,6 @@ def smoothquant_scale(abs_max: torch.Tensor, weights: list[torch.Tensor], alpha:
     return (abs_max.clamp(min=1e-5) ** alpha / w_max ** (1 - alpha)).clamp(min=1e-5)
 
 
-def awq_scale(abs_mean: torch.Tensor, alpha: float) -> torch.Tensor:
-    """AWQ's s = mean|x|^α, normalised so max·min = 1 (the reference implementation's choice)."""
-    s = abs_mean.clamp(min=1e-4) ** alpha
-    return s / (s.max() * s.min()).sqrt()
-
-
 def _paley(q: int) -> torch.Tensor:
     """Paley's construction I: a Hadamard matrix of order q + 1 for a prime q ≡ 3 (mod 4)."""
     residues = {(i * i) % q for i in range(1, q)}

@@ -1,0 +1,131 @@
+"""Calibration room: what a calibrated torch quantizer runs its model over from the calibration split, and the
+figures a row records of it.
+
+Two passes (`calibration_pass`): `teacher-forced` feeds every encoder window of every clip and the decoder the
+clip's reference transcript at every position at once (the float model's greedy transcript where the split has
+no reference), as GPTQ and AWQ calibrate language models on whole sequences; `generate` runs the transcriber
+(the decoder then sees only the tokens greedy decoding emits, one step at a time). A budget in utterances (the
+calibration dataset's size), decoder tokens and encoder frames bounds either.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from workers.datasets import Utterance
+from workers.evaluate import SAMPLING_RATE, EvalConfig, Transcriber, run_pass
+from workers.models.forcing import TeacherForcing
+
+CALIBRATION_PASSES = ("teacher-forced", "generate")
+
+
+class StopForward(Exception):
+    """Raised by a hook once a pass has reached every layer it records: the rest of that forward is skipped."""
+
+
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """How a quantization calibrates: the pass, and a budget of decoder tokens and encoder frames per pass."""
+
+    calibration_pass: str = "generate"
+    max_tokens: int | None = None
+    max_frames: int | None = None
+
+
+@dataclass
+class Calibrator:
+    """The `calibrate` a quantizer calls, once or once per block (`stop_after`: the module after which the pass
+    may stop); `tokens` and `frames` are what one pass feeds, `seconds` every pass's time."""
+
+    plan: CalibrationPlan
+    run: Callable[[nn.Module, nn.Module | None], tuple[int, int | None]]
+    tokens: int | None = None
+    frames: int | None = None
+    seconds: list[float] = field(default_factory=list)
+
+    def __call__(self, model: nn.Module, stop_after: nn.Module | None = None) -> None:
+        started = time.perf_counter()
+        self.tokens, self.frames = self.run(model, stop_after)
+        self.seconds.append(time.perf_counter() - started)
+
+    def columns(self) -> dict[str, Any]:
+        return {"calibration_pass": self.plan.calibration_pass, "calibration_tokens": self.tokens,
+                "calibration_frames": self.frames}
+
+
+def teacher_forced(forcing: TeacherForcing, processor: Any, clips: list[Utterance], config: EvalConfig,
+                   language: str, plan: CalibrationPlan) -> Callable[[nn.Module, nn.Module | None], tuple[int, int]]:
+    """A pass feeding each window with its share of the reference; the inputs are built on the first call, from
+    the model as it is then (the float model: quantizers calibrate before they round anything)."""
+    inputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def prepare(model: nn.Module) -> None:
+        tokens = frames = 0
+        for clip in clips:
+            windows = forcing.windows(model, processor, clip.audio)
+            words = clip.reference.split()
+            for i, window in enumerate(windows):
+                if plan.max_frames is not None and frames + forcing.positions(model) > plan.max_frames:
+                    return
+                if plan.max_tokens is not None and tokens >= plan.max_tokens:
+                    return
+                # A long clip's reference is not aligned to its windows: each window takes its share of the words.
+                text = " ".join(words[round(len(words) * i / len(windows)):round(len(words) * (i + 1) / len(windows))])
+                if text:
+                    ids = forcing.prompted(model, processor, text, language)
+                else:
+                    step = int(forcing.window_s * SAMPLING_RATE)
+                    audio = clip.audio[i * step:(i + 1) * step]
+                    ids = forcing.greedy(model, processor, audio, config, language)[0]
+                if plan.max_tokens is not None:
+                    ids = ids[:plan.max_tokens - tokens]
+                inputs.append((window, ids))
+                tokens, frames = tokens + len(ids), frames + forcing.positions(model)
+
+    def run(model: nn.Module, stop_after: nn.Module | None) -> tuple[int, int]:
+        with torch.no_grad():
+            if not inputs:
+                prepare(model)
+            hook = stop_after.register_forward_hook(_stop) if stop_after is not None else None
+            try:
+                for window, ids in inputs:
+                    try:
+                        forcing.forced(model, window, ids)
+                    except StopForward:
+                        pass
+            finally:
+                if hook is not None:
+                    hook.remove()
+        return sum(len(ids) for _, ids in inputs), len(inputs) * forcing.positions(model)
+
+    return run
+
+
+def generated(transcriber: Transcriber, clips: list[Utterance], batch_size: int, positions: int | None,
+              plan: CalibrationPlan) -> Callable[[nn.Module, nn.Module | None], tuple[int, int | None]]:
+    """A pass of the transcriber's own decoding over the clips, in the split's order (static scales are running
+    averages over forward calls, as quanto's are: another order gives other scales); a budget cuts whole clips."""
+
+    def run(model: nn.Module, _: nn.Module | None) -> tuple[int, int | None]:
+        transcriber.use(model)
+        tokens = windows = 0
+        budgeted = plan.max_tokens is not None or plan.max_frames is not None
+        for batch in ([[c] for c in clips] if budgeted else [clips]):
+            if plan.max_tokens is not None and tokens >= plan.max_tokens:
+                break
+            if plan.max_frames is not None and positions and (windows + 1) * positions > plan.max_frames:
+                break
+            stages = run_pass(transcriber, batch, batch_size, in_order=True).stages
+            tokens, windows = tokens + stages.decoded_tokens, windows + stages.encoder_windows
+        return tokens, windows * positions if positions else None
+
+    return run
+
+
+def _stop(*_: Any) -> None:
+    raise StopForward
