@@ -5,7 +5,9 @@ import collections
 import fnmatch
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -161,6 +163,33 @@ class TrialRunner:
         return outcome
 
 
+class Interrupts:
+    """Ctrl-C while trials run. Ray's blocking calls check for signals inside themselves and may consume the
+    KeyboardInterrupt a SIGINT raises there, letting the sweep run on to the end: the handler also records the
+    signal, and the dispatcher's loop raises it again after each wait."""
+
+    def __init__(self) -> None:
+        self.received = threading.Event()
+        self.previous: Any = None
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():  # signal handlers belong to the main thread
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received.set()
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.received.is_set():
+            raise KeyboardInterrupt
+
+
 @dataclass
 class Runner:
     handle: Any
@@ -236,13 +265,15 @@ class Dispatcher:
             if not self._top_up(target, wait_timeout_s):
                 self._give_up(target, "no_capacity", f"no live node of {target} within {wait_timeout_s:.0f} s",
                               waiting_since)
-        while any(isinstance(p, Running) for p in self.pending.values()) or self._waiting_for_runners():
-            done, _ = ray.wait(list(self.pending), num_returns=1, timeout=PLACEMENT_CHECK_S)
-            if done:
-                self._handle(done[0], self.pending.pop(done[0]))
-            else:
-                self._drop_placements_on_dead_nodes()
-            self._end_overdue()
+        with Interrupts() as interrupts:
+            while any(isinstance(p, Running) for p in self.pending.values()) or self._waiting_for_runners():
+                done, _ = ray.wait(list(self.pending), num_returns=1, timeout=PLACEMENT_CHECK_S)
+                interrupts.check()
+                if done:
+                    self._handle(done[0], self.pending.pop(done[0]))
+                else:
+                    self._drop_placements_on_dead_nodes()
+                self._end_overdue()
         for placement in [p for p, q in self.pinned.items() if q]:  # every trial is one row, even one never placed
             self._give_up_pinned(placement, "no runner of its chip and host group was left")
         self._close()
