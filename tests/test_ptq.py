@@ -292,6 +292,28 @@ def test_smoothquant_and_awq_beat_rtn_where_one_channel_is_an_outlier() -> None:
     assert error(method="awq", weight_bits=3, group_size=32) < error(method="rtn", weight_bits=3, group_size=32)
 
 
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_gptq_and_awq_calibrate_block_after_block_through_the_blocks_already_rounded(method: str) -> None:
+    """The sequential recipe: one calibration pass per block, stopped after it, with the earlier blocks rounded."""
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.layers = nn.ModuleList(nn.Sequential(nn.LayerNorm(64), nn.Linear(64, 64)) for _ in range(2))
+    floats = [block[1].weight.detach().clone() for block in model.layers]
+    x, passes = torch.randn(256, 64), []
+
+    def calibrate(m: nn.Module, stop_after: nn.Module | None = None) -> None:
+        passes.append((stop_after, [not torch.equal(b[1].weight, w) for b, w in zip(m.layers, floats)]))
+        h = x
+        for block in m.layers:
+            h = block(h)
+            if block is stop_after:
+                return
+
+    PtqQuantizer(PtqConfig(method=method, weight_bits=3, group_size=32)).quantize(model, CPU, calibrate)
+    # (the block a pass stops after, which blocks were rounded when it ran)
+    assert passes == [(model.layers[0], [False, False]), (model.layers[1], [True, False])]
+
+
 @pytest.mark.parametrize(("spec", "message"), [
     ({"method": "rtn", "damping": 0.1}, "damping: only for method gptq or hadamard, not rtn"),
     ({"method": "gptq", "alpha": 0.5}, "alpha: only for method awq or smoothquant"),

@@ -127,13 +127,14 @@ class PtqQuantizer(Quantizer):
         total = count_params(model)
         layers = dict(selected_linears(model, cfg.modules))
         bits: dict[str, LayerBits] = {}
-        if cfg.uses_gptq():
-            # GPTQ's recipe: block after block, each block's Hessians from inputs through the blocks already rounded.
-            transforms = self._transforms(layers, {})
+        if cfg.uses_gptq() or cfg.method == "awq":
+            # GPTQ's and AWQ's recipes (llmcompressor's sequential pipeline): block after block, each block's
+            # statistics from inputs through the blocks already rounded, so a block corrects what came before it.
             for block, names in blocks(model, layers):
                 part = {n: layers[n] for n in names}
                 run = calibrate if block is None else (lambda m, b=block: calibrate(m, stop_after=b))
-                self._round(part, transforms, observe(model, part, run, hessian=True, samples=False), bits)
+                stats = observe(model, part, run, hessian=cfg.uses_gptq(), samples=cfg.method == "awq")
+                self._round(part, self._transforms(part, stats), stats, bits)
         else:
             stats = (observe(model, layers, calibrate, hessian=False, samples=cfg.method == "awq")
                      if cfg.needs_calibration() else {})
