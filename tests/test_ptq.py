@@ -34,8 +34,7 @@ SPEC = {
         {"library": "none"},
         *({"library": "ptq", "method": "rtn", "weight_bits": bits} for bits in (8, 4, 3)),
         # GPTQ and AWQ with every default (8 clips of samples-calibration, teacher-forced): issue 17.
-        {"library": "ptq", "method": "gptq", "weight_bits": 4},
-        {"library": "ptq", "method": "awq", "weight_bits": 4},
+        *({"library": "ptq", "method": m, "weight_bits": bits} for bits in (4, 3) for m in ("gptq", "awq")),
         {"library": "ptq", "method": "smoothquant", "weight_bits": 8, "act_bits": 8, "calibration_utterances": 6},
     ],
     "datasets": [{"name": "samples", "source": "samples"}],
@@ -139,10 +138,12 @@ def test_kl_grows_as_rtn_bits_fall(trials: dict[str, Trial], cache: WorkerCache)
     assert 0 < w8 < w4 < w3, (w8, w4, w3)
 
 
+@pytest.mark.parametrize("bits", [4, 3])
 @pytest.mark.parametrize("method", ["gptq", "awq"])
-def test_calibrated_w4_drifts_less_than_rtn_w4_with_its_defaults(method: str, trials: dict[str, Trial],
-                                                                 cache: WorkerCache) -> None:
-    calibrated, rtn = trials[f"ptq-{method}-w4-g128"], trials["ptq-rtn-w4-g128"]
+def test_calibrated_drifts_less_than_rtn_at_the_same_bits_with_its_defaults(method: str, bits: int,
+                                                                           trials: dict[str, Trial],
+                                                                           cache: WorkerCache) -> None:
+    calibrated, rtn = trials[f"ptq-{method}-w{bits}-g128"], trials[f"ptq-rtn-w{bits}-g128"]
     assert calibrated.calibration.max_utterances == 8 and rtn.calibration is None
     assert kl(calibrated, cache) < kl(rtn, cache), (kl(calibrated, cache), kl(rtn, cache))
 
