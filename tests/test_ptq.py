@@ -311,8 +311,39 @@ def test_gptq_and_awq_calibrate_block_after_block_through_the_blocks_already_rou
                 return
 
     PtqQuantizer(PtqConfig(method=method, weight_bits=3, group_size=32)).quantize(model, CPU, calibrate)
-    # (the block a pass stops after, which blocks were rounded when it ran)
-    assert passes == [(model.layers[0], [False, False]), (model.layers[1], [True, False])]
+    # (the block a pass stops after, which blocks were rounded when it ran); AWQ first learns, in one whole pass,
+    # which layers read which LayerNorm
+    first = [(None, [False, False])] if method == "awq" else []
+    assert passes == first + [(model.layers[0], [False, False]), (model.layers[1], [True, False])]
+
+
+def test_awq_searches_one_scale_for_a_layernorm_read_from_several_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whisper's cross-attention keys and values in every decoder block read the encoder's last LayerNorm: one
+    scale folds into it, so the block that reaches it first searches it for every reader and later blocks keep it."""
+    torch.manual_seed(0)
+
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = nn.LayerNorm(64)
+            self.layers = nn.ModuleList(nn.ModuleDict({"k_proj": nn.Linear(64, 32), "out_proj": nn.Linear(64, 32)})
+                                        for _ in range(2))
+
+        def forward(self, x: torch.Tensor, stop_after: nn.Module | None = None) -> None:
+            h = self.norm(x)
+            for block in self.layers:
+                block["k_proj"](h), block["out_proj"](x)
+                if block is stop_after:
+                    return
+
+    model, x, searches = Shared(), torch.randn(256, 64), []
+    search = awq.search_scale
+    monkeypatch.setattr(awq, "search_scale", lambda group, *a: searches.append(group) or search(group, *a))
+    PtqQuantizer(PtqConfig(method="awq", weight_bits=3, group_size=32)).quantize(
+        model, CPU, lambda m, stop_after=None: m(x, stop_after))
+    first, second = model.layers
+    # the shared LayerNorm's readers: searched once, together; each out_proj (no LayerNorm) its own
+    assert searches == [[first["k_proj"], second["k_proj"]], [first["out_proj"]], [second["out_proj"]]]
 
 
 @pytest.mark.parametrize(("spec", "message"), [

@@ -130,15 +130,21 @@ class PtqQuantizer(Quantizer):
         if cfg.uses_gptq() or cfg.method == "awq":
             # GPTQ's and AWQ's recipes (llmcompressor's sequential pipeline): block after block, each block's
             # statistics from inputs through the blocks already rounded, so a block corrects what came before it.
+            searched: dict[str, torch.Tensor] = {}
+            readers: dict[str, list[nn.Linear]] = {}  # AWQ: every layer reading a LayerNorm, whichever its block
+            if cfg.method == "awq":
+                for name, s in observe(model, layers, calibrate, hessian=False, samples=False).items():
+                    if s.producer is not None:
+                        readers.setdefault(s.producer, []).append(layers[name])
             for block, names in blocks(model, layers):
                 part = {n: layers[n] for n in names}
                 run = calibrate if block is None else (lambda m, b=block: calibrate(m, stop_after=b))
                 stats = observe(model, part, run, hessian=cfg.uses_gptq(), samples=cfg.method == "awq")
-                self._round(part, self._transforms(part, stats), stats, bits)
+                self._round(part, self._transforms(part, stats, searched, readers), stats, bits)
         else:
             stats = (observe(model, layers, calibrate, hessian=False, samples=cfg.method == "awq")
                      if cfg.needs_calibration() else {})
-            self._round(layers, self._transforms(layers, stats), stats, bits)
+            self._round(layers, self._transforms(layers, stats, {}, {}), stats, bits)
         params = sum(p.numel() for layer in layers.values() for p in layer.parameters())
         return QuantizedModel(model, len(layers), params, total, layer_bits=bits)
 
@@ -166,7 +172,10 @@ class PtqQuantizer(Quantizer):
                 bits[name] = LayerBits(cfg.weight_bits, cfg.act_bits or FLOAT_BITS,
                                        grid.overhead_bits(layer.out_features, layer.in_features))
 
-    def _transforms(self, layers: dict[str, nn.Linear], stats: dict[str, Inputs]) -> dict[str, Transform]:
+    def _transforms(self, layers: dict[str, nn.Linear], stats: dict[str, Inputs],
+                    searched: dict[str, torch.Tensor], readers: dict[str, list[nn.Linear]]) -> dict[str, Transform]:
+        """Per layer, its rotation or its input scale; `searched` keeps AWQ's scales by what they fold into,
+        `readers` lists every layer reading a LayerNorm where `layers` is one block of them."""
         cfg = self.config
         if cfg.method == "hadamard":
             return {n: Transform(rotation=random_hadamard(l.in_features).to(l.weight.device)) for n, l in layers.items()}
@@ -174,7 +183,10 @@ class PtqQuantizer(Quantizer):
             return {}
         # Layers reading one LayerNorm's output share a scale, which a deployment folds into that LayerNorm; an
         # attention's output projection takes its own, folded into the value projection's rows (attention is
-        # linear in the values). fc2 reads GELU's output, which no scale passes through: its inputs stay.
+        # linear in the values). fc2 reads GELU's output, which no scale passes through: its inputs stay. A
+        # LayerNorm read from several blocks (every decoder block's cross-attention keys and values read the
+        # encoder's last) folds one scale: the first block to reach it searches it for all its readers (they read
+        # one tensor, final by then), later blocks keep it.
         groups: dict[str, list[str]] = {}
         for name, s in stats.items():
             if s.producer is not None:
@@ -187,11 +199,14 @@ class PtqQuantizer(Quantizer):
             if cfg.method == "smoothquant":
                 scale = smoothquant_scale(first.abs_max, [layers[n].weight.float() for n in names],
                                           0.5 if cfg.alpha is None else cfg.alpha)
+            elif (first.producer or names[0]) in searched:
+                scale = searched[first.producer or names[0]]
             else:
-                group = [layers[n] for n in names]
+                group = readers.get(first.producer or "") or [layers[n] for n in names]
                 x = first.sample().to(group[0].weight.device)
                 ratios = awq.SEARCH if cfg.alpha is None else [(cfg.alpha, True)]
                 scale = awq.search_scale(group, x, first.abs_mean.to(x.device), cfg.grid, cfg.act_bits, ratios)
+                searched[first.producer or names[0]] = scale
             transforms.update({n: Transform(scale=scale.to(layers[n].weight.device)) for n in names})
         return transforms
 
