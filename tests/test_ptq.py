@@ -35,6 +35,7 @@ SPEC = {
         *({"library": "ptq", "method": "rtn", "weight_bits": bits} for bits in (8, 4, 3)),
         # GPTQ and AWQ with every default (8 clips of samples-calibration, teacher-forced): issue 17.
         *({"library": "ptq", "method": m, "weight_bits": bits} for bits in (4, 3) for m in ("gptq", "awq")),
+        {"library": "ptq", "method": "awq", "weight_bits": 3, "calibration_pass": "generate"},
         {"library": "ptq", "method": "smoothquant", "weight_bits": 8, "act_bits": 8, "calibration_utterances": 6},
     ],
     "datasets": [{"name": "samples", "source": "samples"}],
@@ -146,6 +147,18 @@ def test_calibrated_drifts_less_than_rtn_at_the_same_bits_with_its_defaults(meth
     calibrated, rtn = trials[f"ptq-{method}-w{bits}-g128"], trials[f"ptq-rtn-w{bits}-g128"]
     assert calibrated.calibration.max_utterances == 8 and rtn.calibration is None
     assert kl(calibrated, cache) < kl(rtn, cache), (kl(calibrated, cache), kl(rtn, cache))
+
+
+def test_awq_w3_drifts_less_calibrated_on_references_than_on_what_greedy_decoding_feeds(
+        trials: dict[str, Trial], cache: WorkerCache) -> None:
+    """On the default split, AWQ's searches do better on the references' decoder positions (every clip's, the same
+    through every block's pass) than on what the partly rounded model emits: tiny.en W3 over the 14 clips, KL
+    1.16 teacher-forced, 1.67 with generate. Not a law: GPTQ measured no such gain, nor AWQ on English synthetic
+    speech (README, Calibrated PTQ)."""
+    forced, generated = trials["ptq-awq-w3-g128"], trials["ptq-awq-w3-g128-gen"]
+    assert forced.quantization.calibration_pass == "teacher-forced"
+    assert kl(forced, cache) < kl(generated, cache), (kl(forced, cache), kl(generated, cache))
+    assert CALIBRATED["ptq-awq-w3-g128-gen"]["calibration_pass"] == "generate"
 
 
 def reference_positions(cache: WorkerCache, trial: Trial) -> int:
