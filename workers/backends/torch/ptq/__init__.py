@@ -194,19 +194,19 @@ class PtqQuantizer(Quantizer):
             elif cfg.method == "awq" and name.endswith("out_proj"):
                 groups[name] = [name]
         transforms = {}
-        for names in groups.values():
+        for key, names in groups.items():  # a LayerNorm, or an out_proj of its own
             first = stats[names[0]]
             if cfg.method == "smoothquant":
                 scale = smoothquant_scale(first.abs_max, [layers[n].weight.float() for n in names],
                                           0.5 if cfg.alpha is None else cfg.alpha)
-            elif (first.producer or names[0]) in searched:
-                scale = searched[first.producer or names[0]]
+            elif key in searched:
+                scale = searched[key]
             else:
-                group = readers.get(first.producer or "") or [layers[n] for n in names]
+                group = readers.get(key) or [layers[n] for n in names]
                 x = first.sample().to(group[0].weight.device)
                 ratios = awq.SEARCH if cfg.alpha is None else [(cfg.alpha, True)]
                 scale = awq.search_scale(group, x, first.abs_mean.to(x.device), cfg.grid, cfg.act_bits, ratios)
-                searched[first.producer or names[0]] = scale
+                searched[key] = scale
             transforms.update({n: Transform(scale=scale.to(layers[n].weight.device)) for n in names})
         return transforms
 
