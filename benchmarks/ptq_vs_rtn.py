@@ -1,7 +1,7 @@
 """Benchmark: calibrated PTQ (GPTQ, AWQ) against round-to-nearest at the same bits, with their default settings.
 
 For each model (default Whisper tiny.en and base) and each of W4 and W3 with groups of 128, RTN, GPTQ and AWQ
-run as trials do (in-process, one worker cache, the spec's defaults: 8 clips of `samples-calibration`,
+run as trials do (in-process, one worker cache, the spec's defaults: asymmetric grids, 8 clips of `samples-calibration`,
 teacher-forced) and are scored on every clip of `samples` with the drift metric on: KL to fp32 (nats per token,
 teacher-forced on the float model's greedy ids), top-1 agreement, WER; with the seconds calibration took and the
 decoder tokens and encoder frames it fed. A method wins at a (model, bits) when its KL is below RTN's and its WER

@@ -33,9 +33,10 @@ SPEC = {
     "quantization": [
         {"library": "none"},
         *({"library": "ptq", "method": "rtn", "weight_bits": bits} for bits in (8, 4, 3)),
-        # GPTQ and AWQ with every default (8 clips of samples-calibration, teacher-forced): issue 17.
-        *({"library": "ptq", "method": m, "weight_bits": bits} for bits in (4, 3) for m in ("gptq", "awq")),
-        {"library": "ptq", "method": "awq", "weight_bits": 3, "calibration_pass": "generate"},
+        {"library": "ptq", "method": "rtn", "weight_bits": 3, "symmetric": True},
+        # GPTQ and AWQ with every default (8 clips of samples-calibration, teacher-forced, asymmetric): issue 17.
+        {"library": "ptq", "method": "gptq", "weight_bits": 3},
+        *({"library": "ptq", "method": "awq", "weight_bits": bits} for bits in (4, 3)),
         {"library": "ptq", "method": "smoothquant", "weight_bits": 8, "act_bits": 8, "calibration_utterances": 6},
     ],
     "datasets": [{"name": "samples", "source": "samples"}],
@@ -139,26 +140,26 @@ def test_kl_grows_as_rtn_bits_fall(trials: dict[str, Trial], cache: WorkerCache)
     assert 0 < w8 < w4 < w3, (w8, w4, w3)
 
 
-@pytest.mark.parametrize("bits", [4, 3])
+def test_rtn_gptq_and_awq_round_onto_a_zero_pointed_grid_by_default_which_drifts_less_at_w3(
+        trials: dict[str, Trial], cache: WorkerCache) -> None:
+    """GPTQ's and AWQ's references (and the RTN baseline of their papers) quantize with a zero point per group;
+    a symmetric 3-bit grid uses 7 levels centred on zero (tiny.en RTN W3 over the 14 clips: KL 3.39 symmetric,
+    0.96 asymmetric). SmoothQuant and Hadamard keep their references' symmetric grids; labels mark a deviation."""
+    assert not any(PtqConfig(method=m).grid.symmetric for m in ("rtn", "gptq", "awq"))
+    assert PtqConfig(method="smoothquant").grid.symmetric and PtqConfig(method="hadamard").grid.symmetric
+    assert PtqConfig(method="rtn", symmetric=False).label() == "ptq-rtn-w4-g128"
+    assert PtqConfig(method="hadamard", symmetric=False).label() == "ptq-hadamard-w4-g128-asym"
+    assert kl(trials["ptq-rtn-w3-g128"], cache) < kl(trials["ptq-rtn-w3-g128-sym"], cache)
+
+
 @pytest.mark.parametrize("method", ["gptq", "awq"])
-def test_calibrated_drifts_less_than_rtn_at_the_same_bits_with_its_defaults(method: str, bits: int,
-                                                                           trials: dict[str, Trial],
-                                                                           cache: WorkerCache) -> None:
-    calibrated, rtn = trials[f"ptq-{method}-w{bits}-g128"], trials[f"ptq-rtn-w{bits}-g128"]
+def test_calibrated_drifts_less_than_rtn_at_w3_with_its_defaults(method: str, trials: dict[str, Trial],
+                                                                 cache: WorkerCache) -> None:
+    """With every default, on tiny.en (the 14 clips: RTN 0.963, GPTQ 0.413, AWQ 0.558). Not at W4 on tiny.en: there
+    asymmetric RTN (0.052) drifts less than either, calibrated on 8 clips of this split (README, Calibrated PTQ)."""
+    calibrated, rtn = trials[f"ptq-{method}-w3-g128"], trials["ptq-rtn-w3-g128"]
     assert calibrated.calibration.max_utterances == 8 and rtn.calibration is None
     assert kl(calibrated, cache) < kl(rtn, cache), (kl(calibrated, cache), kl(rtn, cache))
-
-
-def test_awq_w3_drifts_less_calibrated_on_references_than_on_what_greedy_decoding_feeds(
-        trials: dict[str, Trial], cache: WorkerCache) -> None:
-    """On the default split, AWQ's searches do better on the references' decoder positions (every clip's, the same
-    through every block's pass) than on what the partly rounded model emits: tiny.en W3 over the 14 clips, KL
-    1.16 teacher-forced, 1.67 with generate. Not a law: GPTQ measured no such gain, nor AWQ on English synthetic
-    speech (README, Calibrated PTQ)."""
-    forced, generated = trials["ptq-awq-w3-g128"], trials["ptq-awq-w3-g128-gen"]
-    assert forced.quantization.calibration_pass == "teacher-forced"
-    assert kl(forced, cache) < kl(generated, cache), (kl(forced, cache), kl(generated, cache))
-    assert CALIBRATED["ptq-awq-w3-g128-gen"]["calibration_pass"] == "generate"
 
 
 def reference_positions(cache: WorkerCache, trial: Trial) -> int:
@@ -204,10 +205,11 @@ def test_a_calibration_budget_bounds_tokens_and_frames(trials: dict[str, Trial],
                                     "calibration_frames": len(seen) * 1500}
 
 
-@pytest.mark.parametrize(("group_size", "act_order"), [(None, True), (32, False)])
-def test_gptq_matches_llmcompressor_on_one_layer(group_size: int | None, act_order: bool) -> None:
+@pytest.mark.parametrize(("group_size", "act_order", "symmetric"), [(None, True, True), (32, False, True),
+                                                                   (32, True, False)])
+def test_gptq_matches_llmcompressor_on_one_layer(group_size: int | None, act_order: bool, symmetric: bool) -> None:
     """Our GPTQ against llmcompressor's `quantize_weight` (the field's toolkit) on one random layer: per channel in
-    activation order, and in groups of 32 in the weight's order."""
+    activation order, in groups of 32 in the weight's order, and in groups with zero points in activation order."""
     from compressed_tensors.quantization import QuantizationArgs
     from llmcompressor.modifiers.gptq.gptq_quantize import quantize_weight
 
@@ -216,14 +218,16 @@ def test_gptq_matches_llmcompressor_on_one_layer(group_size: int | None, act_ord
     x = torch.randn(512, 16) @ torch.randn(16, 96) + 0.1 * torch.randn(512, 96)  # correlated inputs, as in a model
     x = x * torch.linspace(0.2, 3, 96)  # inputs of unequal energy: activation order visits them differently
     hessian = (x.T @ x).double()
-    grid = Grid(4, group_size, symmetric=True)
+    grid = Grid(4, group_size, symmetric=symmetric)
     ours = gptq(weight, hessian, grid, damping=0.01, act_order=act_order)
     groups = 96 // (group_size or 96)
     scale, zero = (p.reshape(64, groups) for p in grid.params(weight.reshape(64 * groups, -1)))
-    args = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="group" if group_size else "channel",
+    args = QuantizationArgs(num_bits=4, type="int", symmetric=symmetric, strategy="group" if group_size else "channel",
                             group_size=group_size, actorder="static" if act_order else None)
+    # compressed-tensors stores a signed integer and its zero point in -8..7, where ours are unsigned 0..15
+    signed_zero = zero if symmetric else zero - 8
     theirs, _, _ = quantize_weight(weight[None].clone(), (2 / len(x) * hessian).float()[None], scale[None],
-                                   zero[None].int(), None, args, blocksize=128, percdamp=0.01)
+                                   signed_zero[None].int(), None, args, blocksize=128, percdamp=0.01)
     per_column = scale.repeat_interleave(96 // groups, dim=1)
     # The same integer on every weight (the float products may differ in the last bit: fp64 here, fp32 there).
     assert torch.equal(torch.round(ours / per_column), torch.round(theirs[0] / per_column))

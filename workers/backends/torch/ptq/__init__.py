@@ -31,6 +31,9 @@ METHOD_FIELDS = {
     "rounding": ("hadamard",),
 }
 FLOAT_BITS = 32
+# Each method's grid in its reference: GPTQ's and AWQ's code quantize with a zero point per group (and so does the
+# RTN baseline their papers compare with); SmoothQuant's int8 weights and QuaRot's rotated weights are symmetric.
+SYMMETRIC = {"rtn": False, "gptq": False, "awq": False, "smoothquant": True, "hadamard": True}
 
 
 class PtqConfig(QuantConfig):
@@ -45,7 +48,9 @@ class PtqConfig(QuantConfig):
     granularity: Literal["per-channel", "per-group"] = Field("per-group", description="one scale per output "
                                                              "channel, or per group of `group_size` inputs")
     group_size: int = Field(128, ge=8, description="inputs per scale with per-group granularity")
-    symmetric: bool = Field(True, description="a zero-centred grid (scale only) or an asymmetric one (scale and zero)")
+    symmetric: bool | None = Field(None, description="a zero-centred grid (scale only) or an asymmetric one (scale "
+                                   "and zero point); null: the method's reference, asymmetric for rtn, gptq and awq, "
+                                   "symmetric for smoothquant and hadamard")
     calibration_dataset: str = Field("samples-calibration", description="dataset whose audio calibrates "
                                      "gptq, awq, smoothquant and hadamard with gptq rounding")
     calibration_utterances: int = Field(8, ge=1, description="calibration clips run through the float model")
@@ -76,7 +81,8 @@ class PtqConfig(QuantConfig):
 
     @property
     def grid(self) -> Grid:
-        return Grid(self.weight_bits, self.group_size if self.granularity == "per-group" else None, self.symmetric)
+        symmetric = SYMMETRIC[self.method] if self.symmetric is None else self.symmetric
+        return Grid(self.weight_bits, self.group_size if self.granularity == "per-group" else None, symmetric)
 
     def uses_gptq(self) -> bool:
         return self.method == "gptq" or (self.method == "hadamard" and self.rounding == "gptq")
@@ -98,8 +104,8 @@ class PtqConfig(QuantConfig):
         parts = ["ptq", self.method + ("-gptq" if self.method == "hadamard" and self.rounding == "gptq" else ""),
                  f"w{self.weight_bits}" + (f"a{self.act_bits}" if self.act_bits else ""),
                  f"g{self.group_size}" if self.granularity == "per-group" else "pc"]
-        if not self.symmetric:
-            parts.append("asym")
+        if self.grid.symmetric != SYMMETRIC[self.method]:
+            parts.append("sym" if self.grid.symmetric else "asym")
         if not self.act_order and self.uses_gptq():
             parts.append("no-ao")
         if self.alpha is not None:
