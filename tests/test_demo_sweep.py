@@ -48,12 +48,12 @@ def test_every_demo_trial_ran_and_quantized(demo_results: Path) -> None:
         # memory read around the timed passes (see test_memory for its order-independence)
         assert row["peak_mem_kind"] == TORCH_INLINE_KIND and row["model_mem_bytes"] < fp32["model_mem_bytes"], label
         assert row["peak_mem_bytes"] > row["model_mem_bytes"], label  # activations come on top of the weights
-    # torchao's int8 weight-only kernel reads the packed weights: less than fp32 in all. quanto's CPU kernel for
-    # float activations (quanto::qbytes_mm) multiplies each int8 weight by its scales into a float32 copy per
-    # call, the 80 MB tied output projection included: its peak sits at fp32's (207 vs 212 MB measured), and what
-    # inference adds above its weights is more than fp32's activations alone.
-    ao, quanto = rows["torchao-w8"], rows["quanto-w8"]
-    assert ao["peak_mem_bytes"] < fp32["peak_mem_bytes"], (ao["peak_mem_bytes"], fp32["peak_mem_bytes"])
+    # quanto's CPU kernel for float activations (quanto::qbytes_mm) multiplies each int8 weight by its scales into
+    # a float32 copy per call, the 80 MB tied output projection included: its peak sits at fp32's (207 vs 212 MB
+    # measured), and what inference adds above its weights is more than fp32's activations alone (110 vs 56 MB).
+    # Peaks across trials are not compared where they differ by less than the figure's spread under load (tens
+    # of MB; tests/test_memory.py): torchao-w8 peaked at 190 MB, 17 MB under fp32.
+    quanto = rows["quanto-w8"]
     above = {label: r["peak_mem_bytes"] - r["model_mem_bytes"] for label, r in (("fp32", fp32), ("quanto", quanto))}
     assert above["quanto"] > above["fp32"], above
 

@@ -66,13 +66,18 @@ def test_the_same_trial_first_and_last_agrees_on_what_inference_added(measured: 
 
 
 def test_quantized_models_need_less_than_fp32(measured: dict[str, dict]) -> None:
-    fp32 = min(measured["fp32-first"]["peak_mem_bytes"], measured["fp32-last"]["peak_mem_bytes"])
+    """Their tensors are smaller; what inference adds above them is fp32's within the instrument's spread. Their
+    peaks are not compared: the tensors save about 55 MB here and the added figure moves by as much under load
+    (quiet: hqq 159-163 MB against fp32 210-216; in CI, beside the other worker, hqq added 125 MB and peaked at
+    220 against fp32's 211)."""
+    fp32 = measured["fp32-first"]
+    fp32_added = min(fp32["peak_mem_bytes"], measured["fp32-last"]["peak_mem_bytes"]) - fp32["model_mem_bytes"]
     for label in ("torch-dynamic-int8", "hqq-w4-g64"):
         row = measured[label]
-        assert row["model_mem_bytes"] < measured["fp32-first"]["model_mem_bytes"], label
-        assert row["peak_mem_bytes"] < fp32, (label, row["peak_mem_bytes"], fp32)
-        # inference needs the model and more (activations), never less
-        assert row["peak_mem_bytes"] > row["model_mem_bytes"], label
+        assert row["model_mem_bytes"] < fp32["model_mem_bytes"] - 40e6, label
+        added = row["peak_mem_bytes"] - row["model_mem_bytes"]
+        # inference needs the model and more (activations), never less; the bound is the spread, 2x, and a margin
+        assert 0 < added < 2.5 * fp32_added, (label, added, fp32_added)
 
 
 def test_fp32_model_memory_is_its_parameters(measured: dict[str, dict]) -> None:
