@@ -24,6 +24,7 @@ from workers.trial import Trial
 # A trial needing calibration names a dataset by `calibration_dataset`; these exist without being declared.
 BUILTIN_CALIBRATION = {
     "samples-calibration": DatasetConfig(name="samples-calibration", source="samples", split="calibration"),
+    "synthetic-calibration": DatasetConfig(name="synthetic-calibration", source="synthetic", split="calibration"),
 }
 # The torch device a class runs on, for support decisions made before any node is asked.
 CLASS_DEVICES = {"cuda": "cuda:0", "apple": "mps", "x86-cpu": "cpu", "arm-cpu": "cpu"}

@@ -6,8 +6,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SourceName = Literal["samples", "librispeech", "manifest", "folder", "hf_disk", "hf", "synthetic"]
-SAMPLE_SPLITS = ("eval", "calibration")
-SPLIT_SOURCES = ("samples", "hf_disk", "hf")
+BUILT_IN_SPLITS = ("eval", "calibration")  # the splits of the sets this project builds: samples and synthetic
+SPLIT_SOURCES = ("samples", "synthetic", "hf_disk", "hf")
 HF_SOURCES = ("hf_disk", "hf")
 PATH_MEANING = {
     "librispeech": "a folder holding <speaker>/<chapter>/*.trans.txt and .flac files",
@@ -46,7 +46,8 @@ class DatasetConfig(BaseModel):
     split: str | None = Field(
         None,
         description="For 'samples': 'eval' (default, 14 English clips with references) or "
-        "'calibration' (other clips, never in eval, for static quantization). For 'hf_disk': the "
+        "'calibration' (other clips, never in eval, for static quantization). For 'synthetic': 'eval' (default, "
+        "600 sentences) or 'calibration' (64 other sentences, English with references). For 'hf_disk': the "
         "split of a saved DatasetDict; for 'hf' the split load_dataset reads (required). Other sources have no splits.",
     )
     subset: str | None = Field(
@@ -97,15 +98,15 @@ class DatasetConfig(BaseModel):
         if self.source == "samples":
             if self.path is not None:
                 raise ValueError("path: source 'samples' is built in and takes no path")
-            if self.split not in (None, *SAMPLE_SPLITS):
-                raise ValueError(f"split: source 'samples' has splits 'eval' and 'calibration', not {self.split!r}")
         elif self.source == "synthetic":
             if "synthetic" not in self.name:
                 raise ValueError(f"name: {self.name!r} must say 'synthetic': source 'synthetic' is synthetic speech")
         elif self.path is None:
             raise ValueError(f"path: required for source {self.source!r} ({PATH_MEANING[self.source]})")
+        if self.source in ("samples", "synthetic") and self.split not in (None, *BUILT_IN_SPLITS):
+            raise ValueError(f"split: source {self.source!r} has splits 'eval' and 'calibration', not {self.split!r}")
         if self.split is not None and self.source not in SPLIT_SOURCES:
-            raise ValueError(f"split: source {self.source!r} has no splits; only 'samples' and 'hf_disk' do")
+            raise ValueError(f"split: source {self.source!r} has no splits; only {', '.join(SPLIT_SOURCES)} do")
         hf_columns = sorted({"text_column", "audio_column"} & self.model_fields_set)
         if hf_columns and self.source not in HF_SOURCES:
             raise ValueError(f"{hf_columns[0]}: only sources 'hf_disk' and 'hf' have columns, not {self.source!r}")

@@ -6,6 +6,9 @@ as the Debian package `dict-devil` states in its copyright file). Each utterance
 several espeak-ng voices at one speaking rate, mixed with sox-generated noise (white, pink or brown) at a
 signal-to-noise ratio from SNRS_DB (or left clean). References are the sentences exactly as spoken. This is
 synthetic speech: its name, its utterance ids and its folder say so; real speech stays the demo's default.
+
+Two splits: `eval` (the first UTTERANCES sentences) and `calibration` (the next CALIBRATION_UTTERANCES, never in
+eval), which calibrated PTQ reads by default: English speech with its exact references to teacher-force.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ PREFIX = "synthetic-espeak"  # every utterance id starts with it: the rows say t
 DEVIL = Path("/usr/share/dictd/devil.dict.dz")
 SAMPLE_RATE = 16_000
 UTTERANCES = 600
+CALIBRATION_UTTERANCES = 64
 # espeak-ng voices (accent + voice variant) and speaking rates (words per minute), cycled over the sentences
 # (the voices Whisper tiny.en transcribes best among espeak-ng's: its female variants, Scottish and Caribbean
 # accents doubled the WER on a trial of 12 sentences each)
@@ -90,16 +94,17 @@ def mix(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     return speech + scale * noise
 
 
-def build(out: Path, count: int = UTTERANCES) -> Path:
-    """Write `count` utterances (WAV, 16 kHz) and manifest.jsonl into `out`; the same bytes on every run."""
+def build(out: Path, count: int = UTTERANCES, calibration: int = CALIBRATION_UTTERANCES) -> Path:
+    """Write `count` eval utterances and `calibration` more (WAV, 16 kHz) and manifest.jsonl into `out`; the same
+    bytes on every run."""
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing: {HINT}")
     if not DEVIL.is_file():
         raise SystemExit(f"{DEVIL} is missing: {HINT}")
     chosen = sentences(gzip.open(DEVIL).read().decode("latin-1"))
-    if len(chosen) < count:
-        raise SystemExit(f"{DEVIL} gave {len(chosen)} usable sentences, fewer than the {count} asked for")
+    if len(chosen) < count + calibration:
+        raise SystemExit(f"{DEVIL} gave {len(chosen)} usable sentences, fewer than the {count + calibration} asked for")
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "audio").mkdir(parents=True)
@@ -107,7 +112,7 @@ def build(out: Path, count: int = UTTERANCES) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         noises = {kind: _noise(kind, work) for kind, _ in CONDITIONS if kind}
-        for index, sentence in enumerate(chosen[:count]):
+        for index, sentence in enumerate(chosen[:count + calibration]):
             voice, rate = VOICES[index % len(VOICES)], RATES[(index // len(VOICES)) % len(RATES)]
             kind, snr = CONDITIONS[(index // (len(VOICES) * len(RATES))) % len(CONDITIONS)]
             audio = _speech(sentence, voice, rate, work)
@@ -120,6 +125,7 @@ def build(out: Path, count: int = UTTERANCES) -> Path:
             wav = f"audio/{index:04d}.wav"
             sf.write(staging / wav, audio.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
             entries.append({"utt_id": utt_id, "audio_filepath": wav, "text": sentence, "voice": voice,
+                            "split": "eval" if index < count else "calibration",
                             "rate_wpm": rate, "noise": kind, "snr_db": snr, "synthetic": True})
     (staging / "manifest.jsonl").write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
     (staging / "README.txt").write_text(
@@ -141,7 +147,8 @@ def default_dir() -> Path:
 
 
 def synthetic_utterances(config: DatasetConfig) -> list[ListedUtterance]:
-    """The built set's manifest (its folder: `path`, else the cache's); a clear error when it was never built."""
+    """The built set's manifest (its folder: `path`, else the cache's), one split of it; a clear error when it was
+    never built, or built before it had that split."""
     root = Path(config.path).expanduser() if config.path else default_dir()
     manifest = root / "manifest.jsonl"
     if not manifest.is_file():
@@ -151,9 +158,13 @@ def synthetic_utterances(config: DatasetConfig) -> list[ListedUtterance]:
     for number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
         try:
             entry = json.loads(line)
-            listed.append(listed_file(entry["utt_id"], entry["text"], root / entry["audio_filepath"]))
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            if entry.get("split", "eval") == (config.split or "eval"):
+                listed.append(listed_file(entry["utt_id"], entry["text"], root / entry["audio_filepath"]))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
             raise DatasetError(f"{manifest} line {number}: not a synthetic-speech entry ({error})") from None
+    if not listed:
+        raise DatasetError(f"dataset {config.name!r}: {manifest} has no {config.split or 'eval'!r} utterances (built "
+                           f"by an older quantsweep, or with none asked for); {HINT}")
     return listed
 
 
@@ -163,10 +174,12 @@ SOURCES = {"synthetic": synthetic_utterances}
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=default_dir())
-    parser.add_argument("--utterances", type=int, default=UTTERANCES)
+    parser.add_argument("--utterances", type=int, default=UTTERANCES, help="the eval split's")
+    parser.add_argument("--calibration-utterances", type=int, default=CALIBRATION_UTTERANCES)
     args = parser.parse_args(argv)
-    built = build(args.out, args.utterances)
-    print(f"{args.utterances} synthetic utterances in {built}", file=sys.stderr)
+    built = build(args.out, args.utterances, args.calibration_utterances)
+    print(f"{args.utterances} + {args.calibration_utterances} (calibration) synthetic utterances in {built}",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -51,8 +51,9 @@ class PtqConfig(QuantConfig):
     symmetric: bool | None = Field(None, description="a zero-centred grid (scale only) or an asymmetric one (scale "
                                    "and zero point); null: the method's reference, asymmetric for rtn, gptq and awq, "
                                    "symmetric for smoothquant and hadamard")
-    calibration_dataset: str = Field("samples-calibration", description="dataset whose audio calibrates "
-                                     "gptq, awq, smoothquant and hadamard with gptq rounding")
+    calibration_dataset: str = Field("synthetic-calibration", description="dataset whose audio calibrates "
+                                     "gptq, awq, smoothquant and hadamard with gptq rounding (default: English "
+                                     "with references; README: Calibrated PTQ, the calibration split)")
     calibration_utterances: int = Field(8, ge=1, description="calibration clips run through the float model")
     calibration_pass: Literal[CALIBRATION_PASSES] = Field(
         "teacher-forced", description="teacher-forced: every window and every position of the reference "
