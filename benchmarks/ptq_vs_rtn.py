@@ -4,9 +4,10 @@ For each model (default Whisper tiny.en and base) and each of W4 and W3 with gro
 run as trials do (in-process, one worker cache, the spec's defaults: asymmetric grids, 8 clips of
 `synthetic-calibration`, teacher-forced) and are scored on every clip of `samples` with the drift metric on: KL
 to fp32 (nats per token, teacher-forced on the float model's greedy ids), top-1 agreement, WER; with the seconds
-calibration took and the decoder tokens and encoder frames it fed. A method wins at a (model, bits) when its KL is below RTN's and its WER
-is not worse than RTN's: the paired bootstrap interval of ΔWER (method - RTN, same clips, 95%) reaches 0 or below
-(results/stats.py; a handful of clips cannot tell a few words apart). Last line: JSON.
+calibration took and the decoder tokens and encoder frames it fed. A method wins at a (model, bits) when its KL
+is below RTN's and its WER is not worse than RTN's: the paired bootstrap interval of ΔWER (method - RTN, same
+clips, 95%) reaches 0 or below (results/stats.py; a handful of clips cannot tell a few words apart). Last line:
+JSON.
 """
 from __future__ import annotations
 
