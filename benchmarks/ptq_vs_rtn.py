@@ -93,7 +93,8 @@ def main() -> None:
                     "rtn_kl_by_dataset": {r["dataset"]: round(r["kl_to_baseline"], 4) for r in rows[rtn]},
                     "wer": round(wer, 4), "rtn_wer": round(rtn_wer, 4),
                     "delta_wer_ci": [round(float(d.low[0]), 4), round(float(d.high[0]), 4)],
-                    "delta_wer_p": round(float(d.p[0]), 3), "calibrate_s": round(max(r.get("calibrate_s") or 0 for r in rows[key]), 1),
+                    "delta_wer_p": round(float(d.p[0]), 3),
+                    "calibrate_s": round(max(r.get("calibrate_s") or 0 for r in rows[key]), 1),
                     "kl_below_rtn": kl < rtn_kl, "wer_not_worse": bool(d.low[0] <= 0)}
                 case["beats_rtn"] = case["kl_below_rtn"] and case["wer_not_worse"]
                 print(f"{model:16} {method:5} w{b}: KL {kl:.4f} vs RTN {rtn_kl:.4f} over {case['kl_tokens']} tokens; "
