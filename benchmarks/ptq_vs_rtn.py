@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from results.stats import paired_delta, resample_counts  # noqa: E402
+from results.stats import corpus_wer, paired_delta, resample_counts  # noqa: E402
 from sweep.plan import expand  # noqa: E402
 from sweep.spec import parse_spec  # noqa: E402
 from workers.hardware import probe  # noqa: E402
@@ -86,7 +86,7 @@ def main() -> None:
                 (e, w), (base_e, base_w) = errors[key], errors[rtn]
                 d = paired_delta(e, w, base_e, base_w, resample_counts(e.shape[1]))
                 kl, rtn_kl = pooled(rows[key]), pooled(rows[rtn])
-                wer, rtn_wer = float(e.sum() / w.sum()), float(base_e.sum() / base_w.sum())
+                wer, rtn_wer = float(corpus_wer(e, w)[0]), float(corpus_wer(base_e, base_w)[0])
                 case = wins[f"{model} {method} w{b}"] = {
                     "kl": round(kl, 4), "rtn_kl": round(rtn_kl, 4), "kl_tokens": sum(r["kl_tokens"] for r in rows[key]),
                     "kl_by_dataset": {r["dataset"]: round(r["kl_to_baseline"], 4) for r in rows[key]},
