@@ -14,6 +14,7 @@ from workers.process_memory import TORCH_INLINE_KIND
 
 # fp32 tiny.en greedy on the 14 sample clips (see test_evaluate for the measured value).
 FP32_WER_BOUNDS = (0.03, 0.12)
+TINY_EN_VOCAB, TINY_EN_WIDTH = 51864, 384  # the demo model's output projection: vocabulary x d_model
 # What each quantization may cost in WER points over fp32 on these clips (one word is about 0.9 points).
 # 8-bit weights with float or dynamic activations: at most +2 points. Below 8 bits and with static activations
 # the loss is real on tiny.en (seed 001 saw the same for static quanto on Whisper-small); the bounds are the
@@ -49,13 +50,12 @@ def test_every_demo_trial_ran_and_quantized(demo_results: Path) -> None:
         assert row["peak_mem_kind"] == TORCH_INLINE_KIND and row["model_mem_bytes"] < fp32["model_mem_bytes"], label
         assert row["peak_mem_bytes"] > row["model_mem_bytes"], label  # activations come on top of the weights
     # quanto's CPU kernel for float activations (quanto::qbytes_mm) multiplies each int8 weight by its scales into
-    # a float32 copy per call, the 80 MB tied output projection included: its peak sits at fp32's (207 vs 212 MB
-    # measured), and what inference adds above its weights is more than fp32's activations alone (110 vs 56 MB).
-    # Peaks across trials are not compared where they differ by less than the figure's spread under load (tens
-    # of MB; tests/test_memory.py): torchao-w8 peaked at 190 MB, 17 MB under fp32.
+    # a float32 copy per call, the tied output projection included: what inference adds above its tensors is at
+    # least that copy (110 MB measured quiet). Against fp32's own addition it is not compared: 56 MB quiet, but 89 MB
+    # in one CI run against quanto's 87, within the figure's spread under load (tens of MB; tests/test_memory.py).
     quanto = rows["quanto-w8"]
-    above = {label: r["peak_mem_bytes"] - r["model_mem_bytes"] for label, r in (("fp32", fp32), ("quanto", quanto))}
-    assert above["quanto"] > above["fp32"], above
+    projection_bytes = TINY_EN_VOCAB * TINY_EN_WIDTH * 4
+    assert quanto["peak_mem_bytes"] - quanto["model_mem_bytes"] >= projection_bytes, quanto["peak_mem_bytes"]
 
 
 def test_leaderboard_json_matches_parquet(demo_results: Path) -> None:
