@@ -9,7 +9,8 @@ W4 methods apart, README: Calibrated PTQ). Per trial: KL to fp32 (nats per token
 model's greedy ids), top-1 agreement, WER, the seconds calibration took and the decoder tokens and encoder frames
 it fed. A method wins at a (model, bits) when its KL over both sets' tokens is below RTN's and its WER over both
 sets is not worse than RTN's: the paired bootstrap interval of ΔWER (method - RTN, same clips, 95%) reaches 0 or
-below (results/stats.py). Last line: JSON, with each set's KL too.
+below (results/stats.py). Each case also counts its looping clips (more than LOOP_INSERTIONS inserted words: greedy
+decoding that repeats itself, which is what decides WER at W3). Last line: JSON, with each set's KL too.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from workers.hardware import probe  # noqa: E402
 from workers.trial import WorkerCache, run_trial  # noqa: E402
 
 METHODS = ("rtn", "gptq", "awq")
+LOOP_INSERTIONS = 50  # the clips scored hold 2 to 22 words: more insertions than this is a decoder repeating itself
 
 
 def spec(models: list[str], bits: list[int], utterances: int | None, synthetic: int) -> dict:
@@ -59,6 +61,7 @@ def main() -> None:
     hardware, cache = probe(), WorkerCache()
     rows: dict[tuple[str, str], list[dict]] = {}
     scored: dict[tuple[str, str], list[tuple[str, int, int]]] = {}
+    loops: dict[tuple[str, str], int] = {}
     print(f"{'model':16} {'quantization':18} {'dataset':9} {'KL':>8} {'tokens':>6} {'top-1':>6} {'WER':>7} "
           f"{'calibrate s':>11} {'quantize s':>10} {'cal tokens':>10} {'cal frames':>10}")
     for trial in plan.trials:
@@ -71,6 +74,8 @@ def main() -> None:
         scored.setdefault(key, []).extend(
             (f"{row['dataset']}/{u['utt_id']}", u["substitutions"] + u["deletions"] + u["insertions"], u["ref_words"])
             for u in outcome.utterances if u["error"] is None)
+        loops[key] = loops.get(key, 0) + sum(u["error"] is None and u["insertions"] > LOOP_INSERTIONS
+                                             for u in outcome.utterances)
         print(f"{row['model']:16} {row['quantization']:18} {row['dataset']:9} {row['kl_to_baseline']:8.4f} "
               f"{row['kl_tokens']:6d} {row['top1_agreement']:6.3f} {row['wer'] * 100:6.2f}% "
               f"{row.get('calibrate_s') or 0:11.1f} {row['quantize_s']:10.1f} "
@@ -94,11 +99,13 @@ def main() -> None:
                     "wer": round(wer, 4), "rtn_wer": round(rtn_wer, 4),
                     "delta_wer_ci": [round(float(d.low[0]), 4), round(float(d.high[0]), 4)],
                     "delta_wer_p": round(float(d.p[0]), 3),
+                    "looping_clips": loops[key], "rtn_looping_clips": loops[rtn],
                     "calibrate_s": round(max(r.get("calibrate_s") or 0 for r in rows[key]), 1),
                     "kl_below_rtn": kl < rtn_kl, "wer_not_worse": bool(d.low[0] <= 0)}
                 case["beats_rtn"] = case["kl_below_rtn"] and case["wer_not_worse"]
                 print(f"{model:16} {method:5} w{b}: KL {kl:.4f} vs RTN {rtn_kl:.4f} over {case['kl_tokens']} tokens; "
-                      f"WER {wer:.2%} vs {rtn_wer:.2%}, ΔWER 95% [{d.low[0]:+.2%}, {d.high[0]:+.2%}] p={d.p[0]:.3f}")
+                      f"WER {wer:.2%} vs {rtn_wer:.2%} ({loops[key]} vs {loops[rtn]} looping clips), "
+                      f"ΔWER 95% [{d.low[0]:+.2%}, {d.high[0]:+.2%}] p={d.p[0]:.3f}")
     print(f"{sum(w['beats_rtn'] for w in wins.values())} of {len(wins)} (model, method, bits) beat RTN on KL "
           "without a WER shown worse")
     print(json.dumps({"all_beat_rtn": all(w["beats_rtn"] for w in wins.values()), "cases": wins}))
