@@ -218,6 +218,20 @@ def test_a_calibration_budget_bounds_tokens_and_frames(trials: dict[str, Trial],
                                     "calibration_frames": len(seen) * 1500}
 
 
+def test_a_float_reference_kept_on_the_node_is_of_the_clips_scored(trials: dict[str, Trial], cache: WorkerCache,
+                                                                   monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """One dataset spec can list other clips later (samples before and after pocketsphinx-testdata is installed):
+    the reference saved for the first list must not score the second (it once scored 3 of the 14 clips)."""
+    trial = trials["fp32"]
+    loaded, _ = cache.model(trial.model)
+    clips = cache.utterances(trial.dataset)[:2]
+    monkeypatch.setenv("QUANTSWEEP_CACHE", str(tmp_path))
+    fewer = kept_reference(WorkerCache(), trial, loaded, CPU, clips[:1])
+    both = kept_reference(WorkerCache(), trial, loaded, CPU, clips)  # a new worker: only the node's files are shared
+    assert set(fewer.ids) == {clips[0].utt_id} and set(both.ids) == {u.utt_id for u in clips}
+    assert kept_reference(WorkerCache(), trial, loaded, CPU, clips[:1]).ids.keys() == fewer.ids.keys()
+
+
 @pytest.mark.parametrize(("group_size", "act_order", "symmetric"), [(None, True, True), (32, False, True),
                                                                    (32, True, False)])
 def test_gptq_matches_llmcompressor_on_one_layer(group_size: int | None, act_order: bool, symmetric: bool) -> None:

@@ -133,8 +133,14 @@ def kept_reference(cache: WorkerCache, trial: Trial, loaded: LoadedModel, device
         digest = hashlib.sha256(json.dumps([
             trial.model.model_dump(mode="json"), trial.dataset.model_dump(mode="json"),
             trial.eval.model_dump(mode="json", include=REFERENCE_EVAL), device.torch_device,
-            importlib.metadata.version("quantsweep")]).encode()).hexdigest()[:20]
-        kept[key] = on_node(digest, compute)
+            importlib.metadata.version("quantsweep")]).encode())
+        # The clips themselves too: one dataset spec lists other audio once a source's files appear (samples
+        # before and after its Debian package) or change, and a reference of other clips scores too few tokens.
+        for u in utterances:
+            digest.update(u.utt_id.encode())
+            if u.audio is not None:
+                digest.update(u.audio.tobytes())
+        kept[key] = on_node(digest.hexdigest()[:20], compute)
     return kept[key]
 
 
