@@ -19,6 +19,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from workers.dataset_content import evaluated_hash
 from workers.datasets import Utterance
 from workers.evaluate import SAMPLING_RATE, EvalConfig
 from workers.metrics.base import Tracker, TrialContext
@@ -130,17 +131,13 @@ def kept_reference(cache: WorkerCache, trial: Trial, loaded: LoadedModel, device
             model = loaded.model if device.is_cpu else copy.deepcopy(loaded.model).to(device.torch_device)
             return reference(loaded.family, model, loaded.processor, utterances, trial.eval, trial.dataset.language)
 
+        # The clips' own hash too: one dataset spec lists other audio once a source's files appear (samples
+        # before and after its Debian package) or change, and a reference of other clips scores too few tokens.
         digest = hashlib.sha256(json.dumps([
             trial.model.model_dump(mode="json"), trial.dataset.model_dump(mode="json"),
             trial.eval.model_dump(mode="json", include=REFERENCE_EVAL), device.torch_device,
-            importlib.metadata.version("quantsweep")]).encode())
-        # The clips themselves too: one dataset spec lists other audio once a source's files appear (samples
-        # before and after its Debian package) or change, and a reference of other clips scores too few tokens.
-        for u in utterances:
-            digest.update(u.utt_id.encode())
-            if u.audio is not None:
-                digest.update(u.audio.tobytes())
-        kept[key] = on_node(digest.hexdigest()[:20], compute)
+            importlib.metadata.version("quantsweep"), evaluated_hash(list(utterances))]).encode()).hexdigest()[:20]
+        kept[key] = on_node(digest, compute)
     return kept[key]
 
 
