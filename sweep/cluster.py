@@ -18,6 +18,10 @@ from workers.models import cache_root
 
 # Token authentication on every process of a cluster: a node without the head's token cannot join.
 AUTH_ENV = {"RAY_AUTH_MODE": "token"}
+# Ray starts its workers at niceness 15, so every process of normal priority on a node (the driver, another job,
+# a browser) takes the cores from a trial's timed passes first: a trial runner competes as an equal instead.
+# Where a user exported their own RAY_worker_niceness, theirs is kept.
+WORKER_PRIORITY_ENV = {"RAY_worker_niceness": "0"}
 LOCAL_NODE_LABEL = "quantsweep/local-node"  # the name `cluster local` gave a node (kill_node takes it)
 
 
@@ -61,7 +65,7 @@ def parse_labels(pairs: list[str]) -> dict[str, str]:
 
 
 def node_environment(cores: str | None = None) -> dict[str, str]:
-    env = os.environ | AUTH_ENV
+    env = WORKER_PRIORITY_ENV | os.environ | AUTH_ENV
     if cores:
         env[CORES_ENV] = cores
     return env

@@ -55,7 +55,7 @@ def connect(address: str | None = None, hardware: Hardware | None = None) -> tup
 
     Returns where the driver is connected and the Ray dashboard's address when one is up.
     """
-    from sweep.cluster import device_tokens
+    from sweep.cluster import WORKER_PRIORITY_ENV, device_tokens
 
     check_ray_version()
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
@@ -63,6 +63,8 @@ def connect(address: str | None = None, hardware: Hardware | None = None) -> tup
         context = ray.init(address=address, **quiet)
         return address, context.dashboard_url or None
     hardware = hardware or probe()
+    for key, value in WORKER_PRIORITY_ENV.items():  # read by the raylet ray.init starts
+        os.environ.setdefault(key, value)
     context = ray.init(address="local", num_cpus=hardware.cores, resources={DEVICE_TOKEN: device_tokens(hardware)},
                        labels=hardware.labels(os.environ.get(CORES_ENV)), include_dashboard=False, **quiet)
     return "embedded", context.dashboard_url or None

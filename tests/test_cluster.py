@@ -50,6 +50,20 @@ def test_workers_lists_labelled_nodes(cluster: str) -> None:
     assert all("False" in line for line in lines["x86-cpu"])
 
 
+def test_trial_runners_compete_at_normal_priority(cluster: str) -> None:
+    """Ray starts its workers at niceness 15, where any other process on a busy node would take the cores from a
+    trial's timed passes; every node quantsweep starts, and the embedded Ray, runs them at 0."""
+    code = ("import os,sys; from sweep import scheduler; import ray; "
+            "from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as On; "
+            "scheduler.connect(sys.argv[1] or None); nice = ray.remote(num_cpus=0)(lambda: os.nice(0)); "
+            "print([ray.get(nice.options(scheduling_strategy=On(n.node_id, soft=False)).remote()) "
+            "for n in scheduler.live_nodes()])")
+    for address, nodes in ((cluster, 4), ("", 1)):
+        done = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, cwd=ROOT,
+                              timeout=300)
+        assert done.stdout.strip().endswith(str([0] * nodes)), (address, done.stdout, done.stderr[-2000:])
+
+
 def test_every_trial_lands_on_its_class_and_unsupported_ones_are_rows(cluster: str, tmp_path: Path) -> None:
     quantization = [
         {"library": "none"},
