@@ -18,8 +18,9 @@ import pyarrow as pa
 # of utterances; what the results came from, for reproducing them: the hub commit of the model, the hub
 # revision of the dataset, and the hash of the evaluated dataset's content.
 # Version 6 (issue 17): what calibration fed a torch quantizer: calibration_pass, calibration_tokens,
-# calibration_frames.
-SCHEMA_VERSION = 6
+# calibration_frames. Version 7 (issue 17): AWQ's decoder clipping judged on the calibration clips' transcripts:
+# decoder_clipped, calibration_wer_clipped, calibration_wer_unclipped.
+SCHEMA_VERSION = 7
 
 # Trial statuses: `ok` measured; `failed` raised (error holds type, message, traceback tail);
 # `unsupported` the library cannot run the scheme on the device (error holds the reason);
@@ -66,6 +67,11 @@ TRIALS = pa.schema(
         ("calibration_pass", pa.string()),  # v6: teacher-forced | generate (torch quantizers; NULL uncalibrated)
         ("calibration_tokens", pa.int64()),  # v6: decoder positions one calibration pass fed the model
         ("calibration_frames", pa.int64()),  # v6: encoder frames (windows x encoder positions) one pass fed it
+        # v7: AWQ kept its searched decoder clipping (NULL: not judged), and the WER of the greedy transcripts of
+        # the calibration clips with it and without it
+        ("decoder_clipped", pa.bool_()),
+        ("calibration_wer_clipped", pa.float64()),
+        ("calibration_wer_unclipped", pa.float64()),
         ("dataset", pa.string()),
         ("dataset_revision", pa.string()),  # v5: the hub dataset's revision the spec pinned (NULL: its default)
         # v5: sha256 (20 hex) over the evaluated utterances' ids, references and 16 kHz samples, in utt_id order

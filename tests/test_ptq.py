@@ -21,6 +21,7 @@ from workers.backends.base import LayerBits, Modules, selected_linears
 from workers.backends.torch.ptq import PtqConfig, PtqQuantizer, awq
 from workers.backends.torch.ptq.gptq import gptq
 from workers.backends.torch.ptq.grid import Grid
+from workers.backends.torch.ptq.transforms import Transform
 from workers.calibration import CalibrationPlan, Calibrator, teacher_forced
 from workers.deploy import quantize
 from workers.datasets import Utterance
@@ -151,6 +152,7 @@ def test_rtn_gptq_and_awq_round_onto_a_zero_pointed_grid_by_default_which_drifts
     assert PtqConfig(method="smoothquant").grid.symmetric and PtqConfig(method="hadamard").grid.symmetric
     assert PtqConfig(method="rtn", symmetric=False).label() == "ptq-rtn-w4-g128"
     assert PtqConfig(method="hadamard", symmetric=False).label() == "ptq-hadamard-w4-g128-asym"
+    assert PtqConfig(method="awq", clip_check=False).label() == "ptq-awq-w4-g128-no-cc"
     assert kl(trials["ptq-rtn-w3-g128"], cache) < kl(trials["ptq-rtn-w3-g128-sym"], cache)
 
 
@@ -189,7 +191,7 @@ def test_calibration_feeds_every_reference_position_and_window(trials: dict[str,
     trial = trials["ptq-awq-w4-g128"]
     kl(trial, cache)
     loaded, _ = cache.model(trial.model)
-    fed = CALIBRATED["ptq-awq-w4-g128"]
+    fed = {k: v for k, v in CALIBRATED["ptq-awq-w4-g128"].items() if k.startswith("calibration_") and "wer" not in k}
     assert fed == {"calibration_pass": "teacher-forced", "calibration_frames": 8 * 1500,
                    "calibration_tokens": reference_positions(loaded, cache.utterances(trial.calibration))}
     clips = cache.utterances(BUILTIN_CALIBRATION["samples-calibration"].model_copy(update={"max_utterances": 8}))
@@ -215,7 +217,44 @@ def test_a_calibration_budget_bounds_tokens_and_frames(trials: dict[str, Trial],
     # The token budget cuts the last clip's reference; whole windows only, at most the frame budget's three.
     assert sum(seen) == 40 and 1 < len(seen) <= 3
     assert calibrator.columns() == {"calibration_pass": "teacher-forced", "calibration_tokens": 40,
-                                    "calibration_frames": len(seen) * 1500}
+                                    "calibration_frames": len(seen) * 1500, "decoder_clipped": None,
+                                    "calibration_wer_clipped": None, "calibration_wer_unclipped": None}
+
+
+def test_awq_keeps_its_decoder_clipping_only_where_the_calibration_transcripts_say_so(
+        trials: dict[str, Trial], cache: WorkerCache) -> None:
+    """tiny.en, defaults: at W3 the searched bounds make greedy decoding repeat itself on a calibration clip, and
+    the decoder rounded without them transcribes the clips better, so they go; at W4 they transcribe better and
+    stay. The rows say which, with both WERs."""
+    for bits in (3, 4):
+        kl(trials[f"ptq-awq-w{bits}-g128"], cache)
+    w3, w4 = CALIBRATED["ptq-awq-w3-g128"], CALIBRATED["ptq-awq-w4-g128"]
+    assert w3["decoder_clipped"] is False and w3["calibration_wer_unclipped"] < w3["calibration_wer_clipped"], w3
+    assert w4["decoder_clipped"] is True and w4["calibration_wer_clipped"] <= w4["calibration_wer_unclipped"], w4
+
+
+def test_the_decoder_clipping_judge_keeps_the_rounding_that_transcribes_better() -> None:
+    """The choice on a toy layer, judged by a scripted transcript WER: each rounding starts from the float weight;
+    the bounded one stays where the WER without bounds is not lower (its weights and its transforms), else the
+    unbounded one."""
+    layer = nn.Linear(4, 4)
+    floats = layer.weight.detach().clone()
+    for wer_without, keep in ((0.5, True), (0.3, False)):
+        with torch.no_grad():
+            layer.weight.copy_(floats)
+        transforms = {True: {"fc": Transform(scale=torch.ones(4))}, False: {"fc": Transform(scale=torch.ones(4) * 2)}}
+
+        def round_decoder(clip: bool) -> dict[str, Transform]:
+            with torch.no_grad():
+                layer.weight.add_(1 if clip else 2)
+            return transforms[clip]
+
+        wers = iter([(40, 100), (round(wer_without * 100), 100)])
+        calibrator = Calibrator(CalibrationPlan("teacher-forced"), lambda m, s: (0, 0), lambda m: next(wers))
+        kept = awq.judge_decoder_clipping(nn.ModuleDict({"fc": layer}), [layer], round_decoder, calibrator)
+        assert (calibrator.decoder_clipped, calibrator.wer_clipped, calibrator.wer_unclipped) == (keep, 0.4, wer_without)
+        assert kept is transforms[keep] and torch.equal(layer.weight, floats + (1 if keep else 2))
+        assert len(calibrator.seconds) == 2  # both transcriptions are calibration time
 
 
 def test_a_float_reference_kept_on_the_node_is_of_the_clips_scored(trials: dict[str, Trial], cache: WorkerCache,
@@ -393,6 +432,7 @@ def test_awq_searches_one_scale_for_a_layernorm_read_from_several_blocks(monkeyp
 @pytest.mark.parametrize(("spec", "message"), [
     ({"method": "rtn", "damping": 0.1}, "damping: only for method gptq or hadamard, not rtn"),
     ({"method": "gptq", "alpha": 0.5}, "alpha: only for method awq or smoothquant"),
+    ({"method": "gptq", "clip_check": False}, "clip_check: only for method awq, not gptq"),
     ({"granularity": "per-channel", "group_size": 64}, "group_size: only with granularity per-group"),
     ({"weight_bits": 1}, "weight_bits"),
     ({"act_bits": 2}, "act_bits"),

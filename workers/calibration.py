@@ -5,7 +5,8 @@ Two passes (`calibration_pass`): `teacher-forced` feeds every encoder window of 
 clip's reference transcript at every position at once (the float model's greedy transcript where the split has
 no reference), as GPTQ and AWQ calibrate language models on whole sequences; `generate` runs the transcriber
 (the decoder then sees only the tokens greedy decoding emits, one step at a time). A budget in utterances (the
-calibration dataset's size), decoder tokens and encoder frames bounds either.
+calibration dataset's size), decoder tokens and encoder frames bounds either. A quantizer may also judge a choice
+end to end (`transcript_wer`): the word error rate of the model's own greedy transcripts of the clips.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from torch import nn
 from workers.datasets import Utterance
 from workers.evaluate import SAMPLING_RATE, EvalConfig, Transcriber, run_pass
 from workers.models.forcing import TeacherForcing
+from workers.scoring import score
 
 CALIBRATION_PASSES = ("teacher-forced", "generate")
 
@@ -44,18 +46,35 @@ class Calibrator:
 
     plan: CalibrationPlan
     run: Callable[[nn.Module, nn.Module | None], tuple[int, int | None]]
+    # word errors and reference words of the model's own transcripts of the clips that have a reference
+    transcribed: Callable[[nn.Module], tuple[int, int]] | None = None
     tokens: int | None = None
     frames: int | None = None
     seconds: list[float] = field(default_factory=list)
+    # AWQ's decoder clipping, judged on the transcripts: kept or not, and the WER with it and without it
+    decoder_clipped: bool | None = None
+    wer_clipped: float | None = None
+    wer_unclipped: float | None = None
 
     def __call__(self, model: nn.Module, stop_after: nn.Module | None = None) -> None:
         started = time.perf_counter()
         self.tokens, self.frames = self.run(model, stop_after)
         self.seconds.append(time.perf_counter() - started)
 
+    def transcript_wer(self, model: nn.Module) -> float | None:
+        """WER of the model's greedy transcripts of the clips with a reference (None: no clip has one), timed as
+        calibration: what free-running decoding does, which no layer's error on teacher-forced inputs shows."""
+        if self.transcribed is None:
+            return None
+        started = time.perf_counter()
+        errors, words = self.transcribed(model)
+        self.seconds.append(time.perf_counter() - started)
+        return errors / words if words else None
+
     def columns(self) -> dict[str, Any]:
         return {"calibration_pass": self.plan.calibration_pass, "calibration_tokens": self.tokens,
-                "calibration_frames": self.frames}
+                "calibration_frames": self.frames, "decoder_clipped": self.decoder_clipped,
+                "calibration_wer_clipped": self.wer_clipped, "calibration_wer_unclipped": self.wer_unclipped}
 
 
 def teacher_forced(forcing: TeacherForcing, processor: Any, clips: list[Utterance], config: EvalConfig,
@@ -123,6 +142,20 @@ def generated(transcriber: Transcriber, clips: list[Utterance], batch_size: int,
             stages = run_pass(transcriber, batch, batch_size, in_order=True).stages
             tokens, windows = tokens + stages.decoded_tokens, windows + stages.encoder_windows
         return tokens, windows * positions if positions else None
+
+    return run
+
+
+def transcribed(transcriber: Transcriber, clips: list[Utterance], batch_size: int,
+                normalizer: str) -> Callable[[nn.Module], tuple[int, int]]:
+    """(word errors, reference words) of the model's transcripts of the clips that have a reference."""
+    scored = [clip for clip in clips if clip.reference]
+
+    def run(model: nn.Module) -> tuple[int, int]:
+        transcriber.use(model)
+        texts = run_pass(transcriber, scored, batch_size, in_order=True).texts
+        scores = [score(clip.reference, texts[clip.utt_id], normalizer) for clip in scored]
+        return sum(s.substitutions + s.deletions + s.insertions for s in scores), sum(s.ref_words for s in scores)
 
     return run
 

@@ -11,7 +11,7 @@ import torch
 from workers.backends import library_for, runtime_of
 from workers.backends.base import (Artifact, Calibration, Deployable, Exporter, Quantizer, Target,
                                   build_artifact)
-from workers.calibration import CalibrationPlan, Calibrator, generated, teacher_forced
+from workers.calibration import CalibrationPlan, Calibrator, generated, teacher_forced, transcribed
 from workers.datasets import Utterance
 from workers.device import Device
 from workers.evaluate import EvalConfig, Transcriber
@@ -54,14 +54,16 @@ def _calibrator(trial: Trial, device: Device, loaded: LoadedModel, model: torch.
     a family that cannot be teacher-forced calibrates with `generate`, and its row says so."""
     clips = [u for u in calibration if u.audio is not None]
     forcing = TEACHER_FORCING.get(loaded.family)
-    if plan.calibration_pass == "teacher-forced" and forcing is not None:
-        return Calibrator(plan, teacher_forced(forcing, loaded.processor, clips, trial.eval,
-                                               trial.calibration.language, plan))
     transcriber = FAMILIES[loaded.family].transcriber(model, loaded.processor, device.torch_device,
                                                       trial.eval, trial.calibration.language)
+    check = transcribed(transcriber, clips, trial.eval.batch_size,
+                        trial.calibration.normalizer or trial.eval.normalizer)
+    if plan.calibration_pass == "teacher-forced" and forcing is not None:
+        return Calibrator(plan, teacher_forced(forcing, loaded.processor, clips, trial.eval,
+                                               trial.calibration.language, plan), check)
     plan = replace(plan, calibration_pass="generate")
     positions = forcing.positions(model) if forcing is not None else None
-    return Calibrator(plan, generated(transcriber, clips, trial.eval.batch_size, positions, plan))
+    return Calibrator(plan, generated(transcriber, clips, trial.eval.batch_size, positions, plan), check)
 
 
 def fresh_transcriber(trial: Trial, hardware: Hardware, calibration: list[Utterance] | None,

@@ -22,13 +22,13 @@ from workers.backends.base import (
 from workers.backends.torch.ptq import awq
 from workers.backends.torch.ptq.grid import Grid, fake_quant_tokens
 from workers.backends.torch.ptq.gptq import gptq
-from workers.backends.torch.ptq.observe import Inputs, blocks, observe
+from workers.backends.torch.ptq.observe import Inputs, blocks, decoder_prefix, observe
 from workers.backends.torch.ptq.transforms import Transform, random_hadamard, smoothquant_scale
-from workers.calibration import CALIBRATION_PASSES, CalibrationPlan
+from workers.calibration import CALIBRATION_PASSES, CalibrationPlan, Calibrator
 
 METHOD_FIELDS = {
     "damping": ("gptq", "hadamard"), "act_order": ("gptq", "hadamard"), "alpha": ("awq", "smoothquant"),
-    "rounding": ("hadamard",),
+    "rounding": ("hadamard",), "clip_check": ("awq",),
 }
 FLOAT_BITS = 32
 # Each method's grid in its reference: GPTQ's and AWQ's code quantize with a zero point per group (and so does the
@@ -68,6 +68,9 @@ class PtqConfig(QuantConfig):
     alpha: float | None = Field(None, ge=0, le=1, description="AWQ/SmoothQuant migration strength; null: "
                                 "SmoothQuant 0.5, AWQ searches 0..1 on the calibration inputs")
     rounding: Literal["rtn", "gptq"] = Field("rtn", description="hadamard: how rotated weights are rounded")
+    clip_check: bool = Field(True, description="AWQ: keep the decoder's searched clipping only where it transcribes "
+                             "the calibration clips no worse than the decoder rounded without it (README: Calibrated "
+                             "PTQ); false: the reference's clipping as searched")
 
     @model_validator(mode="after")
     def _method_knobs(self) -> PtqConfig:
@@ -111,6 +114,8 @@ class PtqConfig(QuantConfig):
             parts.append("no-ao")
         if self.alpha is not None:
             parts.append(f"a{self.alpha:g}")
+        if not self.clip_check and self.method == "awq":
+            parts.append("no-cc")
         if self.needs_calibration():
             parts += (["gen"] if self.calibration_pass == "generate" else []) + [
                 f"{n}{v}" for n, v in (("tok", self.calibration_max_tokens), ("fr", self.calibration_max_frames)) if v]
@@ -134,6 +139,7 @@ class PtqQuantizer(Quantizer):
         total = count_params(model)
         layers = dict(selected_linears(model, cfg.modules))
         bits: dict[str, LayerBits] = {}
+        applied: dict[str, Transform] = {}  # per layer, the transform its rounding used
         if cfg.uses_gptq() or cfg.method == "awq":
             # GPTQ's and AWQ's recipes (llmcompressor's sequential pipeline): block after block, each block's
             # statistics from inputs through the blocks already rounded, so a block corrects what came before it.
@@ -143,30 +149,54 @@ class PtqQuantizer(Quantizer):
                 for name, s in observe(model, layers, calibrate, hessian=False, samples=False).items():
                     if s.producer is not None:
                         readers.setdefault(s.producer, []).append(layers[name])
-            for block, names in blocks(model, layers):
-                part = {n: layers[n] for n in names}
-                run = calibrate if block is None else (lambda m, b=block: calibrate(m, stop_after=b))
-                stats = observe(model, part, run, hessian=cfg.uses_gptq(), samples=cfg.method == "awq")
-                self._round(part, self._transforms(part, stats, searched, readers), stats, bits)
+            ordered = blocks(model, layers)
+            # AWQ judges its decoder's clipping on the calibration transcripts: the blocks from the decoder's first
+            # on are rounded twice, with their searched bounds and without (judge_decoder_clipping).
+            decoder = (decoder_prefix(model) if cfg.method == "awq" and cfg.clip_check
+                       and isinstance(calibrate, Calibrator) and calibrate.transcribed is not None else None)
+            split = next((i for i, (_, names) in enumerate(ordered) if decoder and names[0].startswith(decoder)),
+                         len(ordered))
+
+            def round_blocks(part: list[tuple[nn.Module | None, list[str]]], found: dict[str, torch.Tensor],
+                             clip: bool = True) -> dict[str, Transform]:
+                done: dict[str, Transform] = {}
+                for block, names in part:
+                    chosen = {n: layers[n] for n in names}
+                    run = calibrate if block is None else (lambda m, b=block: calibrate(m, stop_after=b))
+                    stats = observe(model, chosen, run, hessian=cfg.uses_gptq(), samples=cfg.method == "awq")
+                    done |= self._round(chosen, self._transforms(chosen, stats, found, readers), stats, bits, clip)
+                return done
+
+            applied |= round_blocks(ordered[:split], searched)
+            if split < len(ordered):
+                rounded = [layers[n] for _, names in ordered[split:] for n in names]
+                applied |= awq.judge_decoder_clipping(
+                    model, rounded, lambda clip: round_blocks(ordered[split:], dict(searched), clip), calibrate)
         else:
             stats = (observe(model, layers, calibrate, hessian=False, samples=cfg.method == "awq")
                      if cfg.needs_calibration() else {})
-            self._round(layers, self._transforms(layers, stats, {}, {}), stats, bits)
+            applied |= self._round(layers, self._transforms(layers, stats, {}, {}), stats, bits)
+        if cfg.act_bits:
+            for name, t in applied.items():
+                layers[name].register_forward_pre_hook(_activation_rounding(t, cfg.act_bits))
         params = sum(p.numel() for layer in layers.values() for p in layer.parameters())
         return QuantizedModel(model, len(layers), params, total, layer_bits=bits)
 
     def _round(self, layers: dict[str, nn.Linear], transforms: dict[str, Transform], stats: dict[str, Inputs],
-               bits: dict[str, LayerBits]) -> None:
+               bits: dict[str, LayerBits], clip: bool = True) -> dict[str, Transform]:
+        """Round each layer in place (AWQ without its clipping where `clip` is false); returns each layer's
+        transform."""
         cfg, grid = self.config, self.config.grid
+        used = {}
         with torch.no_grad():
             for name, layer in layers.items():
-                t = transforms.get(name, Transform())
+                t = used[name] = transforms.get(name, Transform())
                 w = t.weight_in(layer.weight.float())
                 try:
                     if cfg.uses_gptq():
                         # GPTQ runs on the CPU in float64 wherever the model is: its Cholesky needs it.
                         rounded = gptq(w.cpu(), t.hessian_in(stats[name].hessian), grid, cfg.damping, cfg.act_order)
-                    elif cfg.method == "awq" and not name.endswith(awq.UNCLIPPED):
+                    elif cfg.method == "awq" and clip and not name.endswith(awq.UNCLIPPED):
                         x = t.inputs_in(stats[name].sample().to(w.device))
                         rounded = grid.quantize(w, clip=awq.search_clip(w, x, grid))
                     else:
@@ -174,10 +204,9 @@ class PtqQuantizer(Quantizer):
                 except ValueError as exc:
                     raise ValueError(f"layer {name}: {exc}") from exc
                 layer.weight.copy_(t.weight_out(rounded.to(w.device)).to(layer.weight.dtype))
-                if cfg.act_bits:
-                    layer.register_forward_pre_hook(_activation_rounding(t, cfg.act_bits))
                 bits[name] = LayerBits(cfg.weight_bits, cfg.act_bits or FLOAT_BITS,
                                        grid.overhead_bits(layer.out_features, layer.in_features))
+        return used
 
     def _transforms(self, layers: dict[str, nn.Linear], stats: dict[str, Inputs],
                     searched: dict[str, torch.Tensor], readers: dict[str, list[nn.Linear]]) -> dict[str, Transform]:

@@ -89,3 +89,12 @@ def blocks(model: nn.Module, layers: dict[str, nn.Linear]) -> list[tuple[nn.Modu
         grouped.setdefault(match[1] if match else None, []).append(name)
     loose = grouped.pop(None, [])
     return [(model.get_submodule(prefix), names) for prefix, names in grouped.items()] + ([(None, loose)] if loose else [])
+
+
+def decoder_prefix(model: nn.Module) -> str | None:
+    """`model.decoder.` (the decoder's path, with its dot) of an encoder-decoder model; None for the others
+    (transformers' `get_decoder` hands an encoder-only CTC model its encoder)."""
+    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return None
+    decoder = model.get_decoder()
+    return next((f"{name}." for name, module in model.named_modules() if module is decoder and name), None)
