@@ -63,7 +63,7 @@ def main() -> None:
     scored: dict[tuple[str, str], list[tuple[str, int, int]]] = {}
     loops: dict[tuple[str, str], int] = {}
     print(f"{'model':16} {'quantization':18} {'dataset':9} {'KL':>8} {'tokens':>6} {'top-1':>6} {'WER':>7} "
-          f"{'calibrate s':>11} {'quantize s':>10} {'cal tokens':>10} {'cal frames':>10}")
+          f"{'calibrate s':>11} {'quantize s':>10} {'cal tokens':>10} {'cal frames':>10} {'decoder clipped':>15}")
     for trial in plan.trials:
         outcome = run_trial(trial, hardware, cache, exclusive=False)
         row = outcome.row
@@ -79,7 +79,8 @@ def main() -> None:
         print(f"{row['model']:16} {row['quantization']:18} {row['dataset']:9} {row['kl_to_baseline']:8.4f} "
               f"{row['kl_tokens']:6d} {row['top1_agreement']:6.3f} {row['wer'] * 100:6.2f}% "
               f"{row.get('calibrate_s') or 0:11.1f} {row['quantize_s']:10.1f} "
-              f"{row.get('calibration_tokens') or '-':>10} {row.get('calibration_frames') or '-':>10}", flush=True)
+              f"{row.get('calibration_tokens') or '-':>10} {row.get('calibration_frames') or '-':>10} "
+              f"{'-' if row.get('decoder_clipped') is None else row['decoder_clipped']!s:>15}", flush=True)
     errors = {key: (np.array([[e for _, e, _ in sorted(s)]], float), np.array([[w for _, _, w in sorted(s)]], float))
               for key, s in scored.items()}
     wins = {}
@@ -101,6 +102,7 @@ def main() -> None:
                     "delta_wer_p": round(float(d.p[0]), 3),
                     "looping_clips": loops[key], "rtn_looping_clips": loops[rtn],
                     "calibrate_s": round(max(r.get("calibrate_s") or 0 for r in rows[key]), 1),
+                    "decoder_clipped": rows[key][0].get("decoder_clipped"),  # AWQ's clipping check; None elsewhere
                     "kl_below_rtn": kl < rtn_kl, "wer_not_worse": bool(d.low[0] <= 0)}
                 case["beats_rtn"] = case["kl_below_rtn"] and case["wer_not_worse"]
                 print(f"{model:16} {method:5} w{b}: KL {kl:.4f} vs RTN {rtn_kl:.4f} over {case['kl_tokens']} tokens; "
