@@ -23,6 +23,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# llmcompressor pins transformers<=5.17 and pulls auto-round; only its GPTQ kernel is used (the ptq
 	# cross-check in tests/test_ptq.py), which runs on the transformers here: no dependencies, no pins.
 	$(PIP) install -q --no-deps "llmcompressor==0.14.0.1" "compressed-tensors==0.19.0"
+	# optimum-quanto compiles its CPU kernels (quanto_cpp) on first use, about a minute on 2 cores: here, once,
+	# rather than inside the first quanto trial's warm-up
+	$(PY) -c "from optimum.quanto.library.extensions import get_extension; get_extension('quanto_cpp').lib"
 	touch $@
 
 # Whisper's English spelling table (used by its text normalizer) ships in the openai-whisper sdist on PyPI.
@@ -47,12 +50,16 @@ sample-audio:
 	$(call apt_install,pocketsphinx-testdata)
 
 # Synthetic speech (dataset source `synthetic`, issue 14): espeak-ng voices reading public-domain sentences
-# (dict-devil: The Devil's Dictionary, 1911) with sox noise at several SNRs; deterministic, built once.
-synthetic-speech: $(CACHE)/synthetic-speech-espeak/manifest.jsonl
+# (dict-devil: The Devil's Dictionary, 1911) with sox noise at several SNRs; deterministic, built once per version
+# of its builder: the stamp names the builder's content hash, not its mtime, which a fresh clone renews.
+SYNTHETIC := $(CACHE)/synthetic-speech-espeak
+SYNTHETIC_STAMP := $(SYNTHETIC)/built-by-$(firstword $(shell sha256sum workers/datasets/synthetic.py))
+synthetic-speech: $(SYNTHETIC_STAMP)
 
-$(CACHE)/synthetic-speech-espeak/manifest.jsonl: workers/datasets/synthetic.py | $(VENV)/.installed
+$(SYNTHETIC_STAMP): | $(VENV)/.installed
 	$(call apt_install,espeak-ng sox dict-devil)
-	$(PY) -m workers.datasets.synthetic --out $(CACHE)/synthetic-speech-espeak
+	$(PY) -m workers.datasets.synthetic --out $(SYNTHETIC)
+	touch $@
 
 system-packages:
 	$(call apt_install,pocketsphinx-testdata chromium espeak-ng sox dict-devil)
