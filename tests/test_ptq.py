@@ -202,6 +202,45 @@ def test_calibration_feeds_every_reference_position_and_window(trials: dict[str,
     assert (calibrator.tokens, calibrator.frames) == (reference_positions(loaded, clips), 8 * 1500)
 
 
+def test_decoder_passes_start_from_the_kept_encoder_states_only_while_the_encoder_is_unchanged(
+        trials: dict[str, Trial], cache: WorkerCache) -> None:
+    """Block-by-block calibration of the decoder runs the encoder once: a pass told the encoder is done starts from
+    the states the last whole pass kept, and its decoder sees exactly what a whole pass feeds it; after any change
+    to an encoder weight, or where the last pass stopped inside the encoder, the encoder runs again."""
+    trial = trials["ptq-awq-w4-g128"]
+    loaded, _ = cache.model(trial.model)
+    model, plan = copy.deepcopy(loaded.model), CalibrationPlan("teacher-forced")
+    encoder, decoder = model.model.encoder, model.model.decoder
+    calibrator = Calibrator(plan, teacher_forced(WhisperForcing(), loaded.processor,
+                                                 cache.utterances(trial.calibration)[:2], trial.eval, "en", plan))
+    windows, keys = [], []
+    hooks = [encoder.conv1.register_forward_hook(lambda *_: windows.append(1)),
+             decoder.layers[0].encoder_attn.k_proj.register_forward_pre_hook(lambda _, a: keys.append(a[0].clone()))]
+
+    def encoder_windows(**kwargs: object) -> int:
+        windows.clear()
+        calibrator(model, **kwargs)
+        return len(windows)
+
+    try:
+        assert encoder_windows() == 2  # a whole pass, which keeps the states
+        whole = list(keys)
+        assert encoder_windows(encoder_done=True) == 0
+        assert all(torch.equal(a, b) for a, b in zip(whole, keys[2:])) and len(keys) == 4
+        with torch.no_grad():
+            encoder.layers[3].fc2.weight.mul_(0.5)  # an in-place change, as a block's rounding is
+        assert encoder_windows(encoder_done=True) == 2
+        assert not torch.equal(keys[-1], whole[-1])  # the decoder reads the changed encoder
+        assert encoder_windows(stop_after=encoder.layers[1]) == 2  # stops inside the encoder: keeps nothing new ...
+        with torch.no_grad():
+            encoder.layers[3].fc2.weight.mul_(2.0)
+        assert encoder_windows(encoder_done=True) == 2  # ... so the states kept before the change are not used
+        assert encoder_windows(encoder_done=True) == 0
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def test_a_calibration_budget_bounds_tokens_and_frames(trials: dict[str, Trial], cache: WorkerCache) -> None:
     trial = trials["ptq-awq-w4-g128"]
     loaded, _ = cache.model(trial.model)
@@ -250,7 +289,7 @@ def test_the_decoder_clipping_judge_keeps_the_rounding_that_transcribes_better()
             return transforms[clip]
 
         wers = iter([(40, 100), (round(wer_without * 100), 100)])
-        calibrator = Calibrator(CalibrationPlan("teacher-forced"), lambda m, s: (0, 0), lambda m: next(wers))
+        calibrator = Calibrator(CalibrationPlan("teacher-forced"), lambda *_: (0, 0), lambda m: next(wers))
         kept = awq.judge_decoder_clipping(nn.ModuleDict({"fc": layer}), [layer], round_decoder, calibrator)
         assert (calibrator.decoder_clipped, calibrator.wer_clipped, calibrator.wer_unclipped) == (keep, 0.4, wer_without)
         assert kept is transforms[keep] and torch.equal(layer.weight, floats + (1 if keep else 2))

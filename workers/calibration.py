@@ -45,7 +45,7 @@ class Calibrator:
     may stop); `tokens` and `frames` are what one pass feeds, `seconds` every pass's time."""
 
     plan: CalibrationPlan
-    run: Callable[[nn.Module, nn.Module | None], tuple[int, int | None]]
+    run: Callable[[nn.Module, nn.Module | None, bool], tuple[int, int | None]]
     # word errors and reference words of the model's own transcripts of the clips that have a reference
     transcribed: Callable[[nn.Module], tuple[int, int]] | None = None
     tokens: int | None = None
@@ -56,9 +56,11 @@ class Calibrator:
     wer_clipped: float | None = None
     wer_unclipped: float | None = None
 
-    def __call__(self, model: nn.Module, stop_after: nn.Module | None = None) -> None:
+    def __call__(self, model: nn.Module, stop_after: nn.Module | None = None, encoder_done: bool = False) -> None:
+        """`encoder_done`: the caller records nothing in the encoder and has finished changing it, so a pass may
+        start from the encoder states an earlier pass kept (while the encoder's weights are still those)."""
         started = time.perf_counter()
-        self.tokens, self.frames = self.run(model, stop_after)
+        self.tokens, self.frames = self.run(model, stop_after, encoder_done)
         self.seconds.append(time.perf_counter() - started)
 
     def transcript_wer(self, model: nn.Module) -> float | None:
@@ -78,10 +80,16 @@ class Calibrator:
 
 
 def teacher_forced(forcing: TeacherForcing, processor: Any, clips: list[Utterance], config: EvalConfig,
-                   language: str, plan: CalibrationPlan) -> Callable[[nn.Module, nn.Module | None], tuple[int, int]]:
+                   language: str, plan: CalibrationPlan) -> Callable[[nn.Module, nn.Module | None, bool], tuple[int, int]]:
     """A pass feeding each window with its share of the reference; the inputs are built on the first call, from
-    the model as it is then (the float model: quantizers calibrate before they round anything)."""
+    the model as it is then (the float model: quantizers calibrate before they round anything).
+
+    A whole pass keeps each window's encoder states (`forcing.encoder_states`); a later pass told the encoder is
+    done starts the decoder from them while the encoder holds the same weight tensors at the same versions (an
+    in-place rounding bumps a tensor's version). Block-by-block calibration of the decoder then runs the encoder,
+    most of a teacher-forced pass's compute, once rather than once per decoder block."""
     inputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    kept: list[Any] = [[], []]  # the encoder's tensors (with versions), each window's states: the last whole pass
 
     def prepare(model: nn.Module) -> None:
         tokens = frames = 0
@@ -106,31 +114,40 @@ def teacher_forced(forcing: TeacherForcing, processor: Any, clips: list[Utteranc
                 inputs.append((window, ids))
                 tokens, frames = tokens + len(ids), frames + forcing.positions(model)
 
-    def run(model: nn.Module, stop_after: nn.Module | None) -> tuple[int, int]:
+    def run(model: nn.Module, stop_after: nn.Module | None, encoder_done: bool = False) -> tuple[int, int]:
         with torch.no_grad():
             if not inputs:
                 prepare(model)
-            hook = stop_after.register_forward_hook(_stop) if stop_after is not None else None
+            # a tensor's version counts its in-place changes; its data pointer changes when `.data` is replaced
+            weights = [(t, t._version, t.data_ptr()) for t in forcing.encoder(model).state_dict(keep_vars=True).values()]
+            reuse = encoder_done and bool(kept[1]) and len(weights) == len(kept[0]) and all(
+                t is k and v == kv and p == kp for (t, v, p), (k, kv, kp) in zip(weights, kept[0]))
+            fresh: list[torch.Tensor] = []
+            hooks = [stop_after.register_forward_hook(_stop)] if stop_after is not None else []
+            if not reuse:
+                hooks.append(forcing.encoder_states(model).register_forward_pre_hook(lambda _, a: fresh.append(a[0])))
             try:
-                for window, ids in inputs:
+                for i, (window, ids) in enumerate(inputs):
                     try:
-                        forcing.forced(model, window, ids)
+                        forcing.forced(model, window, ids, kept[1][i] if reuse else None)
                     except StopForward:
                         pass
             finally:
-                if hook is not None:
+                for hook in hooks:
                     hook.remove()
+            if not reuse and len(fresh) == len(inputs):  # a pass that stopped inside the encoder keeps nothing
+                kept[:] = [weights, fresh]
         return sum(len(ids) for _, ids in inputs), len(inputs) * forcing.positions(model)
 
     return run
 
 
 def generated(transcriber: Transcriber, clips: list[Utterance], batch_size: int, positions: int | None,
-              plan: CalibrationPlan) -> Callable[[nn.Module, nn.Module | None], tuple[int, int | None]]:
+              plan: CalibrationPlan) -> Callable[[nn.Module, nn.Module | None, bool], tuple[int, int | None]]:
     """A pass of the transcriber's own decoding over the clips, in the split's order (static scales are running
     averages over forward calls, as quanto's are: another order gives other scales); a budget cuts whole clips."""
 
-    def run(model: nn.Module, _: nn.Module | None) -> tuple[int, int | None]:
+    def run(model: nn.Module, _: nn.Module | None, __: bool = False) -> tuple[int, int | None]:
         transcriber.use(model)
         tokens = windows = 0
         budgeted = plan.max_tokens is not None or plan.max_frames is not None

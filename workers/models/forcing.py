@@ -31,8 +31,17 @@ class TeacherForcing(Protocol):
     def prompted(self, model: nn.Module, processor: Any, text: str, language: str) -> torch.Tensor:
         """Decoder ids for `text`: the prompt generate starts from, the text's tokens, end of text."""
 
-    def forced(self, model: nn.Module, window: torch.Tensor, ids: torch.Tensor) -> None:
-        """One forward of the whole model over a window with the decoder fed `ids` at every position."""
+    def forced(self, model: nn.Module, window: torch.Tensor, ids: torch.Tensor,
+               states: torch.Tensor | None = None) -> None:
+        """One forward of the whole model over a window with the decoder fed `ids` at every position; with
+        `states` (what `encoder_states` took in for this window), the encoder's layers before it are skipped."""
+
+    def encoder(self, model: nn.Module) -> nn.Module:
+        """The encoder: every weight its states depend on."""
+
+    def encoder_states(self, model: nn.Module) -> nn.Module:
+        """The encoder's last module: its input is the states `forced` can start from (it still runs, so its
+        hooks see every pass)."""
 
     def positions(self, model: nn.Module) -> int:
         """Encoder positions (frames) per window."""
@@ -79,8 +88,19 @@ class WhisperForcing:
         body = tokenizer(" " + text.strip(), add_special_tokens=False).input_ids
         return torch.tensor([*prompt, *body, int(model.generation_config.eos_token_id)], dtype=torch.long)
 
-    def forced(self, model: nn.Module, window: torch.Tensor, ids: torch.Tensor) -> None:
-        model(input_features=window, decoder_input_ids=ids[None].to(window.device))
+    def forced(self, model: nn.Module, window: torch.Tensor, ids: torch.Tensor,
+               states: torch.Tensor | None = None) -> None:
+        if states is None:
+            model(input_features=window, decoder_input_ids=ids[None].to(window.device))
+        else:
+            encoded = self.encoder_states(model)(states)
+            model(encoder_outputs=(encoded,), decoder_input_ids=ids[None].to(window.device))
+
+    def encoder(self, model: nn.Module) -> nn.Module:
+        return model.get_encoder()
+
+    def encoder_states(self, model: nn.Module) -> nn.Module:
+        return model.get_encoder().layer_norm
 
     def positions(self, model: nn.Module) -> int:
         return int(model.config.max_source_positions)

@@ -152,8 +152,10 @@ class PtqQuantizer(Quantizer):
             ordered = blocks(model, layers)
             # AWQ judges its decoder's clipping on the calibration transcripts: the blocks from the decoder's first
             # on are rounded twice, with their searched bounds and without (judge_decoder_clipping).
-            decoder = (decoder_prefix(model) if cfg.method == "awq" and cfg.clip_check
-                       and isinstance(calibrate, Calibrator) and calibrate.transcribed is not None else None)
+            calibrator = calibrate if isinstance(calibrate, Calibrator) else None
+            decoder_at = decoder_prefix(model)
+            decoder = (decoder_at if cfg.method == "awq" and cfg.clip_check
+                       and calibrator is not None and calibrator.transcribed is not None else None)
             split = next((i for i, (_, names) in enumerate(ordered) if decoder and names[0].startswith(decoder)),
                          len(ordered))
 
@@ -162,7 +164,13 @@ class PtqQuantizer(Quantizer):
                 done: dict[str, Transform] = {}
                 for block, names in part:
                     chosen = {n: layers[n] for n in names}
-                    run = calibrate if block is None else (lambda m, b=block: calibrate(m, stop_after=b))
+                    if block is None:
+                        run = calibrate
+                    elif calibrator and decoder_at and names[0].startswith(decoder_at):
+                        # the encoder's blocks came first and are rounded; this one records only its own layers
+                        run = lambda m, b=block: calibrator(m, stop_after=b, encoder_done=True)  # noqa: E731
+                    else:
+                        run = lambda m, b=block: calibrate(m, stop_after=b)  # noqa: E731
                     stats = observe(model, chosen, run, hessian=cfg.uses_gptq(), samples=cfg.method == "awq")
                     done |= self._round(chosen, self._transforms(chosen, stats, found, readers), stats, bits, clip)
                 return done
