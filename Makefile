@@ -6,6 +6,7 @@ PIP := $(VENV)/bin/pip
 # The CPU build of PyTorch for this machine kind (an unpinned torch pulls a multi-GB CUDA build).
 TORCH_PIN ?= torch==2.13.0
 CACHE ?= $(HOME)/.cache/quantsweep
+TEST_WORKERS ?= 3
 WHISPER_SDIST := openai-whisper==20250625
 export QUANTSWEEP_CACHE := $(CACHE)
 export HF_HUB_OFFLINE := 1
@@ -68,8 +69,9 @@ demo: setup
 	$(VENV)/bin/quantsweep run sweeps/demo.yaml
 
 test: system-packages setup
-	# two workers, one test file each at a time: much of a sweep test waits on Ray and child processes
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
+	# much of a sweep test waits on Ray and child processes: more workers than cores; tests/conftest.py says
+	# which tests share a worker and which go first
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25
 
 bench: setup
 	$(PY) benchmarks/harness_throughput.py

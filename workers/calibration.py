@@ -39,13 +39,16 @@ class CalibrationPlan:
     max_frames: int | None = None
 
 
+Pass = Callable[[nn.Module, nn.Module | None, bool], tuple[int, int | None]]  # (model, stop_after, encoder_done)
+
+
 @dataclass
 class Calibrator:
     """The `calibrate` a quantizer calls, once or once per block (`stop_after`: the module after which the pass
     may stop); `tokens` and `frames` are what one pass feeds, `seconds` every pass's time."""
 
     plan: CalibrationPlan
-    run: Callable[[nn.Module, nn.Module | None, bool], tuple[int, int | None]]
+    run: Pass
     # word errors and reference words of the model's own transcripts of the clips that have a reference
     transcribed: Callable[[nn.Module], tuple[int, int]] | None = None
     tokens: int | None = None
@@ -80,7 +83,7 @@ class Calibrator:
 
 
 def teacher_forced(forcing: TeacherForcing, processor: Any, clips: list[Utterance], config: EvalConfig,
-                   language: str, plan: CalibrationPlan) -> Callable[[nn.Module, nn.Module | None, bool], tuple[int, int]]:
+                   language: str, plan: CalibrationPlan) -> Pass:
     """A pass feeding each window with its share of the reference; the inputs are built on the first call, from
     the model as it is then (the float model: quantizers calibrate before they round anything).
 
@@ -119,7 +122,8 @@ def teacher_forced(forcing: TeacherForcing, processor: Any, clips: list[Utteranc
             if not inputs:
                 prepare(model)
             # a tensor's version counts its in-place changes; its data pointer changes when `.data` is replaced
-            weights = [(t, t._version, t.data_ptr()) for t in forcing.encoder(model).state_dict(keep_vars=True).values()]
+            encoder = forcing.encoder(model).state_dict(keep_vars=True).values()
+            weights = [(t, t._version, t.data_ptr()) for t in encoder]
             reuse = encoder_done and bool(kept[1]) and len(weights) == len(kept[0]) and all(
                 t is k and v == kv and p == kp for (t, v, p), (k, kv, kp) in zip(weights, kept[0]))
             fresh: list[torch.Tensor] = []
@@ -143,7 +147,7 @@ def teacher_forced(forcing: TeacherForcing, processor: Any, clips: list[Utteranc
 
 
 def generated(transcriber: Transcriber, clips: list[Utterance], batch_size: int, positions: int | None,
-              plan: CalibrationPlan) -> Callable[[nn.Module, nn.Module | None, bool], tuple[int, int | None]]:
+              plan: CalibrationPlan) -> Pass:
     """A pass of the transcriber's own decoding over the clips, in the split's order (static scales are running
     averages over forward calls, as quanto's are: another order gives other scales); a budget cuts whole clips."""
 
