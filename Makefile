@@ -69,9 +69,9 @@ demo: setup
 	$(VENV)/bin/quantsweep run sweeps/demo.yaml
 
 test: system-packages setup
-	# much of a sweep test waits on Ray and child processes: more workers than cores; tests/conftest.py says
-	# which tests share a worker and which go first
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25
+	# much of a sweep test waits on Ray and child processes: more workers than cores, one file each at a time,
+	# the longest files first (tests/conftest.py)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 bench: setup
 	$(PY) benchmarks/harness_throughput.py

@@ -19,24 +19,18 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.g
 import workers.metrics  # noqa: E402,F401  (the metrics register their columns: synthetic rows carry them too)
 
 
-# How `make test` spreads the suite over its workers (pytest-xdist, `--dist loadgroup --no-loadscope-reorder`): a
-# module's tests stay on one worker, so its module fixtures run once, except the modules listed SPREAD, whose
-# tests each run their own sweep and share nothing; the modules of the longest tests go first, so that no long one
-# starts when the others are done (the order is by measured duration, `make test`'s --durations).
-LONGEST_FIRST = ("test_demo_sweep.py", "test_cluster.py", "test_faults.py", "test_ptq.py",
+# How `make test` orders the suite for its workers (pytest-xdist `--dist loadfile --no-loadscope-reorder`: a file's
+# tests stay on one worker, so its module fixtures run once, and files go out in collection order): the files of
+# the longest tests first, so that no long one starts when the others are done (by `make test`'s --durations).
+LONGEST_FIRST = ("test_demo_sweep.py", "test_faults.py", "test_cluster.py", "test_ptq.py",
                  "test_deployment_backends.py", "test_race_sweep.py", "test_runtimes.py", "test_memory.py",
                  "test_quantizers.py", "test_spec.py", "test_evaluate.py", "test_ctranslate2_conversion.py",
                  "test_reproducibility.py", "test_families.py")
-SPREAD = {"test_faults.py"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.name not in SPREAD:
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module keeps its own order
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its own order
 
 
 def write_spec(path: Path, spec: dict) -> Path:
