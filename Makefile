@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 # The CPU build of PyTorch for this machine kind (an unpinned torch pulls a multi-GB CUDA build).
 TORCH_PIN ?= torch==2.13.0
 CACHE ?= $(HOME)/.cache/quantsweep
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 WHISPER_SDIST := openai-whisper==20250625
 export QUANTSWEEP_CACHE := $(CACHE)
 export HF_HUB_OFFLINE := 1
@@ -69,8 +69,8 @@ demo: setup
 	$(VENV)/bin/quantsweep run sweeps/demo.yaml
 
 test: system-packages setup
-	# much of a sweep test waits on Ray and child processes: more workers than cores, one file each at a time,
-	# the longest files first (tests/conftest.py)
+	# one file per worker at a time, the longest files first (tests/conftest.py); three workers on 2 cores were
+	# slower (each worker's torch threads wait for cores)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 bench: setup

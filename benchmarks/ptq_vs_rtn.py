@@ -102,7 +102,10 @@ def main() -> None:
                     "delta_wer_p": round(float(d.p[0]), 3),
                     "looping_clips": loops[key], "rtn_looping_clips": loops[rtn],
                     "calibrate_s": round(max(r.get("calibrate_s") or 0 for r in rows[key]), 1),
-                    "decoder_clipped": rows[key][0].get("decoder_clipped"),  # AWQ's clipping check; None elsewhere
+                    # AWQ's clipping check and the calibration WERs it judged by; None elsewhere
+                    "decoder_clipped": rows[key][0].get("decoder_clipped"),
+                    "calibration_wer_clipped": rows[key][0].get("calibration_wer_clipped"),
+                    "calibration_wer_unclipped": rows[key][0].get("calibration_wer_unclipped"),
                     "kl_below_rtn": kl < rtn_kl, "wer_not_worse": bool(d.low[0] <= 0)}
                 case["beats_rtn"] = case["kl_below_rtn"] and case["wer_not_worse"]
                 print(f"{model:16} {method:5} w{b}: KL {kl:.4f} vs RTN {rtn_kl:.4f} over {case['kl_tokens']} tokens; "
