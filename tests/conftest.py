@@ -16,6 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["QUANTSWEEP_PLUGINS"] = "tests.plugins.trials"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as the Makefile exports it: nothing comes from the hub at run time
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+# torch's OpenMP threads spin while they wait for work by default: two test workers, their CLI processes and Ray's
+# trial runners share 2 cores, and the spinning threads of one take the cores the others need (tests/test_evaluate.py
+# beside tests/test_quantizers.py: 80 s and 129 CPU-seconds spinning, 68 s and 88 passive). Read when libgomp loads,
+# so before torch is imported here (the workers and Ray's processes inherit it); a user's own setting is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import workers.metrics  # noqa: E402,F401  (the metrics register their columns: synthetic rows carry them too)
 
 
