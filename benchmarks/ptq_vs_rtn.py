@@ -34,12 +34,12 @@ METHODS = ("rtn", "gptq", "awq")
 LOOP_INSERTIONS = 50  # the clips scored hold 2 to 22 words: more insertions than this is a decoder repeating itself
 
 
-def spec(models: list[str], bits: list[int], utterances: int | None, synthetic: int) -> dict:
+def spec(models: list[str], methods: list[str], bits: list[int], utterances: int | None, synthetic: int) -> dict:
     samples = {"name": "samples", "source": "samples"} | ({"max_utterances": utterances} if utterances else {})
     english = {"name": "synthetic", "source": "synthetic", "max_utterances": synthetic}
     return {"sweep": "ptq-vs-rtn", "models": [{"name": m, "packaged": m} for m in models],
             "quantization": [{"library": "none"}] + [{"library": "ptq", "method": m, "weight_bits": b, "group_size": 128}
-                                                     for b in bits for m in METHODS],
+                                                     for b in bits for m in methods],
             "datasets": [samples] + ([english] if synthetic else []),
             "eval": {"drift": "on", "memory": "off", "warmup_utterances": 0}}
 
@@ -52,12 +52,15 @@ def pooled(rows: list[dict]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="whisper-tiny.en,whisper-base")
+    parser.add_argument("--methods", default=",".join(METHODS), help="rtn and any of gptq, awq")
     parser.add_argument("--bits", default="4,3")
     parser.add_argument("--utterances", type=int, default=None, help="clips of samples (default: all)")
     parser.add_argument("--synthetic", type=int, default=100, help="clips of the synthetic eval split (0: none)")
     args = parser.parse_args()
-    bits = [int(b) for b in args.bits.split(",")]
-    plan = expand(parse_spec(spec(args.models.split(","), bits, args.utterances, args.synthetic)), "x86-cpu")
+    bits, methods = [int(b) for b in args.bits.split(",")], args.methods.split(",")
+    if "rtn" not in methods or not set(methods) <= set(METHODS):
+        raise SystemExit(f"--methods: rtn and any of gptq, awq (got {args.methods})")
+    plan = expand(parse_spec(spec(args.models.split(","), methods, bits, args.utterances, args.synthetic)), "x86-cpu")
     hardware, cache = probe(), WorkerCache()
     rows: dict[tuple[str, str], list[dict]] = {}
     scored: dict[tuple[str, str], list[tuple[str, int, int]]] = {}
@@ -87,7 +90,7 @@ def main() -> None:
     for model in args.models.split(","):
         for b in bits:
             rtn = (model, f"ptq-rtn-w{b}-g128")
-            for method in ("gptq", "awq"):
+            for method in [m for m in methods if m != "rtn"]:
                 key = (model, f"ptq-{method}-w{b}-g128")
                 (e, w), (base_e, base_w) = errors[key], errors[rtn]
                 d = paired_delta(e, w, base_e, base_w, resample_counts(e.shape[1]))
@@ -102,10 +105,10 @@ def main() -> None:
                     "delta_wer_p": round(float(d.p[0]), 3),
                     "looping_clips": loops[key], "rtn_looping_clips": loops[rtn],
                     "calibrate_s": round(max(r.get("calibrate_s") or 0 for r in rows[key]), 1),
-                    # AWQ's clipping check and the calibration WERs it judged by; None elsewhere
-                    "decoder_clipped": rows[key][0].get("decoder_clipped"),
-                    "calibration_wer_clipped": rows[key][0].get("calibration_wer_clipped"),
-                    "calibration_wer_unclipped": rows[key][0].get("calibration_wer_unclipped"),
+                    # AWQ's clipping check and the calibration transcripts it judged by; None elsewhere
+                    "decoder_clipped": rows[key][0].get("decoder_clipped")} | {
+                    f"calibration_{name}_{variant}": rows[key][0].get(f"calibration_{name}_{variant}")
+                    for name in ("wer", "run_on") for variant in ("clipped", "unclipped")} | {
                     "kl_below_rtn": kl < rtn_kl, "wer_not_worse": bool(d.low[0] <= 0)}
                 case["beats_rtn"] = case["kl_below_rtn"] and case["wer_not_worse"]
                 print(f"{model:16} {method:5} w{b}: KL {kl:.4f} vs RTN {rtn_kl:.4f} over {case['kl_tokens']} tokens; "

@@ -19,8 +19,9 @@ import pyarrow as pa
 # revision of the dataset, and the hash of the evaluated dataset's content.
 # Version 6 (issue 17): what calibration fed a torch quantizer: calibration_pass, calibration_tokens,
 # calibration_frames. Version 7 (issue 17): AWQ's decoder clipping judged on the calibration clips' transcripts:
-# decoder_clipped, calibration_wer_clipped, calibration_wer_unclipped.
-SCHEMA_VERSION = 7
+# decoder_clipped, calibration_wer_clipped, calibration_wer_unclipped. Version 8 (issue 17): the judge counts the
+# calibration clips whose transcript runs on: calibration_run_on_clipped, calibration_run_on_unclipped.
+SCHEMA_VERSION = 8
 
 # Trial statuses: `ok` measured; `failed` raised (error holds type, message, traceback tail);
 # `unsupported` the library cannot run the scheme on the device (error holds the reason);
@@ -72,6 +73,9 @@ TRIALS = pa.schema(
         ("decoder_clipped", pa.bool_()),
         ("calibration_wer_clipped", pa.float64()),
         ("calibration_wer_unclipped", pa.float64()),
+        # v8: of those clips, how many ran on (more inserted words than the reference holds), with it and without
+        ("calibration_run_on_clipped", pa.int32()),
+        ("calibration_run_on_unclipped", pa.int32()),
         ("dataset", pa.string()),
         ("dataset_revision", pa.string()),  # v5: the hub dataset's revision the spec pinned (NULL: its default)
         # v5: sha256 (20 hex) over the evaluated utterances' ids, references and 16 kHz samples, in utt_id order

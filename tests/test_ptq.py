@@ -22,7 +22,7 @@ from workers.backends.torch.ptq import PtqConfig, PtqQuantizer, awq
 from workers.backends.torch.ptq.gptq import gptq
 from workers.backends.torch.ptq.grid import Grid
 from workers.backends.torch.ptq.transforms import Transform
-from workers.calibration import CalibrationPlan, Calibrator, teacher_forced
+from workers.calibration import CalibrationPlan, Calibrator, Transcripts, teacher_forced
 from workers.deploy import quantize
 from workers.datasets import Utterance
 from workers.models import LoadedModel
@@ -185,15 +185,26 @@ def reference_positions(loaded: LoadedModel, clips: list[Utterance]) -> int:
     return positions
 
 
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_gptq_and_awq_calibrate_on_every_reference_position_by_default(method: str, trials: dict[str, Trial],
+                                                                        cache: WorkerCache) -> None:
+    """Each method's default calibration, as its trial ran it and its row records it: every reference position of
+    the 8 clips and every window, teacher-forced (cut back to `generate`, the row would say so and count what
+    greedy decoding emitted)."""
+    trial = trials[f"ptq-{method}-w4-g128"]
+    kl(trial, cache)
+    loaded, _ = cache.model(trial.model)
+    fed = {k: CALIBRATED[f"ptq-{method}-w4-g128"][k] for k in ("calibration_pass", "calibration_frames",
+                                                                 "calibration_tokens")}
+    assert fed == {"calibration_pass": "teacher-forced", "calibration_frames": 8 * 1500,
+                   "calibration_tokens": reference_positions(loaded, cache.utterances(trial.calibration))}
+
+
 def test_calibration_feeds_every_reference_position_and_window(trials: dict[str, Trial], cache: WorkerCache) -> None:
     """Teacher forcing, not generate: the decoder sees each reference whole (greedy decoding feeds what it emits),
     the encoder each clip's window; a clip with no reference (the samples' split has some) its float greedy ids."""
     trial = trials["ptq-awq-w4-g128"]
-    kl(trial, cache)
     loaded, _ = cache.model(trial.model)
-    fed = {k: v for k, v in CALIBRATED["ptq-awq-w4-g128"].items() if k.startswith("calibration_") and "wer" not in k}
-    assert fed == {"calibration_pass": "teacher-forced", "calibration_frames": 8 * 1500,
-                   "calibration_tokens": reference_positions(loaded, cache.utterances(trial.calibration))}
     clips = cache.utterances(BUILTIN_CALIBRATION["samples-calibration"].model_copy(update={"max_utterances": 8}))
     assert any(not u.reference for u in clips) and any(u.reference for u in clips)
     plan = CalibrationPlan("teacher-forced")
@@ -257,28 +268,32 @@ def test_a_calibration_budget_bounds_tokens_and_frames(trials: dict[str, Trial],
     assert sum(seen) == 40 and 1 < len(seen) <= 3
     assert calibrator.columns() == {"calibration_pass": "teacher-forced", "calibration_tokens": 40,
                                     "calibration_frames": len(seen) * 1500, "decoder_clipped": None,
-                                    "calibration_wer_clipped": None, "calibration_wer_unclipped": None}
+                                    "calibration_wer_clipped": None, "calibration_wer_unclipped": None,
+                                    "calibration_run_on_clipped": None, "calibration_run_on_unclipped": None}
 
 
 def test_awq_keeps_its_decoder_clipping_only_where_the_calibration_transcripts_say_so(
         trials: dict[str, Trial], cache: WorkerCache) -> None:
-    """tiny.en, defaults: at W3 the searched bounds make greedy decoding repeat itself on a calibration clip, and
-    the decoder rounded without them transcribes the clips better, so they go; at W4 they transcribe better and
-    stay. The rows say which, with both WERs."""
+    """tiny.en, defaults: at W3 the searched bounds make greedy decoding repeat itself on a calibration clip where
+    the decoder rounded without them does not, so they go; at W4 neither runs on and they stay. The rows say
+    which, with both variants' WERs and run-on clips."""
     for bits in (3, 4):
         kl(trials[f"ptq-awq-w{bits}-g128"], cache)
     w3, w4 = CALIBRATED["ptq-awq-w3-g128"], CALIBRATED["ptq-awq-w4-g128"]
-    assert w3["decoder_clipped"] is False and w3["calibration_wer_unclipped"] < w3["calibration_wer_clipped"], w3
-    assert w4["decoder_clipped"] is True and w4["calibration_wer_clipped"] <= w4["calibration_wer_unclipped"], w4
+    assert w3["decoder_clipped"] is False and w3["calibration_run_on_unclipped"] < w3["calibration_run_on_clipped"], w3
+    assert w3["calibration_wer_unclipped"] < w3["calibration_wer_clipped"], w3
+    assert w4["decoder_clipped"] is True and w4["calibration_run_on_clipped"] == w4["calibration_run_on_unclipped"] == 0
 
 
-def test_the_decoder_clipping_judge_keeps_the_rounding_that_transcribes_better() -> None:
-    """The choice on a toy layer, judged by a scripted transcript WER: each rounding starts from the float weight;
-    the bounded one stays where the WER without bounds is not lower (its weights and its transforms), else the
-    unbounded one."""
+def test_the_decoder_clipping_judge_drops_the_bounds_only_where_they_make_more_clips_run_on() -> None:
+    """The choice on a toy layer, judged by scripted transcripts: each rounding starts from the float weight; the
+    bounded one stays (its weights and its transforms) unless the unbounded one runs on fewer clips, whatever the
+    WERs say."""
     layer = nn.Linear(4, 4)
     floats = layer.weight.detach().clone()
-    for wer_without, keep in ((0.5, True), (0.3, False)):
+    for with_bounds, without, keep in ((Transcripts(40, 100, 0), Transcripts(30, 100, 0), True),
+                                       (Transcripts(40, 100, 1), Transcripts(50, 100, 1), True),
+                                       (Transcripts(40, 100, 1), Transcripts(50, 100, 0), False)):
         with torch.no_grad():
             layer.weight.copy_(floats)
         transforms = {True: {"fc": Transform(scale=torch.ones(4))}, False: {"fc": Transform(scale=torch.ones(4) * 2)}}
@@ -288,10 +303,11 @@ def test_the_decoder_clipping_judge_keeps_the_rounding_that_transcribes_better()
                 layer.weight.add_(1 if clip else 2)
             return transforms[clip]
 
-        wers = iter([(40, 100), (round(wer_without * 100), 100)])
-        calibrator = Calibrator(CalibrationPlan("teacher-forced"), lambda *_: (0, 0), lambda m: next(wers))
+        scripted = iter([with_bounds, without])
+        calibrator = Calibrator(CalibrationPlan("teacher-forced"), lambda *_: (0, 0), lambda m: next(scripted))
         kept = awq.judge_decoder_clipping(nn.ModuleDict({"fc": layer}), [layer], round_decoder, calibrator)
-        assert (calibrator.decoder_clipped, calibrator.wer_clipped, calibrator.wer_unclipped) == (keep, 0.4, wer_without)
+        assert (calibrator.decoder_clipped, calibrator.clipped, calibrator.unclipped) == (keep, with_bounds, without)
+        assert calibrator.columns()["calibration_run_on_unclipped"] == without.run_on
         assert kept is transforms[keep] and torch.equal(layer.weight, floats + (1 if keep else 2))
         assert len(calibrator.seconds) == 2  # both transcriptions are calibration time
 

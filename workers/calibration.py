@@ -6,7 +6,7 @@ clip's reference transcript at every position at once (the float model's greedy 
 no reference), as GPTQ and AWQ calibrate language models on whole sequences; `generate` runs the transcriber
 (the decoder then sees only the tokens greedy decoding emits, one step at a time). A budget in utterances (the
 calibration dataset's size), decoder tokens and encoder frames bounds either. A quantizer may also judge a choice
-end to end (`transcript_wer`): the word error rate of the model's own greedy transcripts of the clips.
+end to end (`transcripts`): the model's own greedy transcripts of the clips, scored.
 """
 from __future__ import annotations
 
@@ -42,6 +42,21 @@ class CalibrationPlan:
 Pass = Callable[[nn.Module, nn.Module | None, bool], tuple[int, int | None]]  # (model, stop_after, encoder_done)
 
 
+@dataclass(frozen=True)
+class Transcripts:
+    """A model's greedy transcripts of the calibration clips that have a reference, scored: word errors, reference
+    words, and the clips whose transcript runs on (more inserted words than the reference holds: the decoder
+    repeating itself, which decides a WER over a few short clips more than anything else)."""
+
+    errors: int
+    words: int
+    run_on: int
+
+    @property
+    def wer(self) -> float:
+        return self.errors / self.words
+
+
 @dataclass
 class Calibrator:
     """The `calibrate` a quantizer calls, once or once per block (`stop_after`: the module after which the pass
@@ -49,15 +64,15 @@ class Calibrator:
 
     plan: CalibrationPlan
     run: Pass
-    # word errors and reference words of the model's own transcripts of the clips that have a reference
-    transcribed: Callable[[nn.Module], tuple[int, int]] | None = None
+    # the model's own transcripts of the clips that have a reference, scored
+    transcribed: Callable[[nn.Module], Transcripts] | None = None
     tokens: int | None = None
     frames: int | None = None
     seconds: list[float] = field(default_factory=list)
-    # AWQ's decoder clipping, judged on the transcripts: kept or not, and the WER with it and without it
+    # AWQ's decoder clipping, judged on the transcripts: kept or not, and the transcripts with it and without it
     decoder_clipped: bool | None = None
-    wer_clipped: float | None = None
-    wer_unclipped: float | None = None
+    clipped: Transcripts | None = None
+    unclipped: Transcripts | None = None
 
     def __call__(self, model: nn.Module, stop_after: nn.Module | None = None, encoder_done: bool = False) -> None:
         """`encoder_done`: the caller records nothing in the encoder and has finished changing it, so a pass may
@@ -66,20 +81,22 @@ class Calibrator:
         self.tokens, self.frames = self.run(model, stop_after, encoder_done)
         self.seconds.append(time.perf_counter() - started)
 
-    def transcript_wer(self, model: nn.Module) -> float | None:
-        """WER of the model's greedy transcripts of the clips with a reference (None: no clip has one), timed as
+    def transcripts(self, model: nn.Module) -> Transcripts | None:
+        """The model's greedy transcripts of the clips with a reference, scored (None: no clip has one), timed as
         calibration: what free-running decoding does, which no layer's error on teacher-forced inputs shows."""
         if self.transcribed is None:
             return None
         started = time.perf_counter()
-        errors, words = self.transcribed(model)
+        scored = self.transcribed(model)
         self.seconds.append(time.perf_counter() - started)
-        return errors / words if words else None
+        return scored if scored.words else None
 
     def columns(self) -> dict[str, Any]:
+        judged = {f"calibration_{name}_{variant}": getattr(scored, name) if scored else None
+                  for variant, scored in (("clipped", self.clipped), ("unclipped", self.unclipped))
+                  for name in ("wer", "run_on")}
         return {"calibration_pass": self.plan.calibration_pass, "calibration_tokens": self.tokens,
-                "calibration_frames": self.frames, "decoder_clipped": self.decoder_clipped,
-                "calibration_wer_clipped": self.wer_clipped, "calibration_wer_unclipped": self.wer_unclipped}
+                "calibration_frames": self.frames, "decoder_clipped": self.decoder_clipped} | judged
 
 
 def teacher_forced(forcing: TeacherForcing, processor: Any, clips: list[Utterance], config: EvalConfig,
@@ -168,15 +185,16 @@ def generated(transcriber: Transcriber, clips: list[Utterance], batch_size: int,
 
 
 def transcribed(transcriber: Transcriber, clips: list[Utterance], batch_size: int,
-                normalizer: str) -> Callable[[nn.Module], tuple[int, int]]:
-    """(word errors, reference words) of the model's transcripts of the clips that have a reference."""
+                normalizer: str) -> Callable[[nn.Module], Transcripts]:
+    """The model's transcripts of the clips that have a reference, scored."""
     scored = [clip for clip in clips if clip.reference]
 
-    def run(model: nn.Module) -> tuple[int, int]:
+    def run(model: nn.Module) -> Transcripts:
         transcriber.use(model)
         texts = run_pass(transcriber, scored, batch_size, in_order=True).texts
         scores = [score(clip.reference, texts[clip.utt_id], normalizer) for clip in scored]
-        return sum(s.substitutions + s.deletions + s.insertions for s in scores), sum(s.ref_words for s in scores)
+        return Transcripts(sum(s.substitutions + s.deletions + s.insertions for s in scores),
+                           sum(s.ref_words for s in scores), sum(s.insertions > s.ref_words for s in scores))
 
     return run
 
