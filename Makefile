@@ -6,6 +6,7 @@ PIP := $(VENV)/bin/pip
 UV := $(VENV)/bin/uv pip install --python $(PY)
 # The CPU build of PyTorch for this machine kind (an unpinned torch pulls a multi-GB CUDA build).
 TORCH_PIN ?= torch==2.13.0
+TORCH_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 CACHE ?= $(HOME)/.cache/quantsweep
 TEST_WORKERS ?= 2
 WHISPER_SDIST := openai-whisper==20250625
@@ -19,12 +20,14 @@ setup: $(VENV)/.installed $(CACHE)/whisper-english-spelling.json sample-audio sy
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	# torch through pip, which takes this machine kind's CPU build from where pip's configuration points (uv
-	# does not look there); everything else through uv, which installs the same versions in half of pip's time
-	# (47 s against 100 s here) and keeps the torch already installed. Compiled to bytecode at install, as pip
-	# does: where PYTHONDONTWRITEBYTECODE is set (this machine kind) no process writes it, and every CLI call
-	# and Ray worker would compile Ray, transformers and the rest from source on import (a sweep test: 31 -> 52 s)
-	$(PIP) install -q "$(TORCH_PIN)" "uv>=0.5"
+	# uv installs what pip would (the same versions), in half of pip's time (47 s against 100 s here, torch
+	# aside). torch comes from where pip's configuration finds this machine kind's CPU build (TORCH_LINKS: uv
+	# does not read pip's configuration); where it names no place, pip installs torch. Compiled to bytecode
+	# at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (this machine kind) no process writes it,
+	# and every CLI call and Ray worker would compile Ray, transformers and the rest from source on import
+	# (a sweep test: 31 -> 52 s)
+	$(PIP) install -q "uv>=0.5"
+	$(if $(TORCH_LINKS),$(UV) -q --compile-bytecode --find-links $(TORCH_LINKS) "$(TORCH_PIN)",$(PIP) install -q "$(TORCH_PIN)")
 	$(UV) -q --compile-bytecode -e ".[cpu,samples,whisper-base,test,hf]"
 	# llmcompressor pins transformers<=5.17 and pulls auto-round; only its GPTQ kernel is used (the ptq
 	# cross-check in tests/test_ptq.py), which runs on the transformers here: no dependencies, no pins.
